@@ -1,0 +1,239 @@
+"""Run the Pulumi program offline under mocks and record every resource it registers.
+
+This is the raw material for ``python -m mlplatform.render``, the schema-validation tests and
+the policy-pack tests: each ``CapturedResource`` is what the engine would have received
+(type token, name, parent, and the input properties in wire form: camelCase keys, numbers
+as doubles, secrets wrapped).
+
+The mocks answer every invoke the program makes and raise on any other, so a new invoke
+cannot silently come back empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+
+from .config import NAMESPACE
+
+__all__ = [
+    "CapturedResource",
+    "Capture",
+    "PlatformMocks",
+    "REPO_ROOT",
+    "SECRET_SIG",
+    "capture_stack",
+    "stack_file_config",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "ml-platform"
+# Pulumi's wire signature for a secret value, and for a resource reference.
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+FAKE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: mock, cluster: {server: "https://127.0.0.1:6443"}}]
+contexts: [{name: mock, context: {cluster: mock, user: mock}}]
+current-context: mock
+users: [{name: mock, user: {token: mock-token}}]
+"""
+
+
+def plain(value: Any) -> Any:
+    """Wire form -> plain data: secrets unwrapped, references to their URN, integral doubles to int."""
+    if isinstance(value, dict):
+        sig = value.get(SIG_KEY)
+        if sig == SECRET_SIG:
+            return plain(value.get("value"))
+        if sig == RESOURCE_SIG:
+            return value.get("urn")
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class CapturedResource:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]  # wire form, as the engine receives it
+    dependencies: tuple[str, ...] = ()
+    provider: str = ""
+
+    @property
+    def props(self) -> dict[str, Any]:
+        """Inputs as plain data (secrets unwrapped, whole numbers as int)."""
+        return plain(self.inputs)
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return self.custom and self.type.startswith("kubernetes:") and not self.type.startswith(
+            ("kubernetes:helm.sh/", "pulumi:providers:")
+        )
+
+    def manifest(self) -> dict[str, Any]:
+        """The Kubernetes object this resource applies (only for ``is_kubernetes_object``)."""
+        props = self.props
+        props.pop("__defaults", None)
+        return props
+
+
+@dataclass
+class Capture:
+    stack: str
+    resources: list[CapturedResource] = field(default_factory=list)
+    result: Any = None  # whatever the program function returned (e.g. the Platform object)
+
+    def of_type(self, type_token: str) -> list[CapturedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        return [r.manifest() for r in self.resources if r.is_kubernetes_object]
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.kubernetes_objects() if m.get("kind") == kind]
+
+    def named(self, name: str) -> CapturedResource:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A MockMonitor that keeps every RegisterResource request, in order."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.captured: list[CapturedResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.captured.append(
+                CapturedResource(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    custom=bool(request.custom),
+                    inputs=json_format.MessageToDict(request.object),
+                    dependencies=tuple(request.dependencies),
+                    provider=request.provider,
+                )
+            )
+        return response
+
+
+# Outputs the mocks add to a resource's inputs, by type: what the real provider would return
+# that the program reads back.
+OutputFiller = Callable[[pulumi_mocks.MockResourceArgs], dict[str, Any]]
+
+
+def _command_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
+    script = str(args.inputs.get("create", ""))
+    return {"stdout": FAKE_KUBECONFIG if "kubeconfig" in script else "", "stderr": ""}
+
+
+OUTPUT_FILLERS: dict[str, OutputFiller] = {
+    "command:local:Command": _command_outputs,
+}
+# Invoke token -> answer. Anything else raises: an unanswered invoke would return empty fields.
+INVOKE_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class PlatformMocks(pulumi_mocks.Mocks):
+    """Mocks for the whole program: resource outputs echo inputs plus provider-computed fields."""
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        filler = OUTPUT_FILLERS.get(args.typ)
+        if filler is not None:
+            outputs.update(filler(args))
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        answer = INVOKE_ANSWERS.get(args.token)
+        if answer is None:
+            raise NotImplementedError(
+                f"the mocks do not answer invoke {args.token!r}: add it to mlplatform.capture.INVOKE_ANSWERS"
+            )
+        return answer(dict(args.args)), []
+
+
+def _config_value(value: Any) -> str:
+    """A stack-file value as the CLI hands it to the program (strings; arrays/objects as JSON)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        if isinstance(value, dict) and "secure" in value:
+            raise ValueError("secret config values cannot be rendered offline")
+        return json.dumps(value)
+    return str(value)
+
+
+def stack_file_config(stack: str, root: Path = REPO_ROOT) -> dict[str, str]:
+    """The ``config:`` of ``Pulumi.<stack>.yaml`` as full keys -> string values."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no stack file {path.name} (stacks: {', '.join(known_stacks(root))})")
+    data = yaml.safe_load(path.read_text()) or {}
+    return {key: _config_value(value) for key, value in (data.get("config") or {}).items()}
+
+
+def known_stacks(root: Path = REPO_ROOT) -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def run_under_mocks(
+    program: Callable[[], Any],
+    *,
+    stack: str,
+    config: Mapping[str, str],
+    mocks: pulumi_mocks.Mocks | None = None,
+) -> Capture:
+    """Run ``program`` once under mocks (preview=False: every output known) and record it."""
+    mocks = mocks or PlatformMocks()
+    monitor = RecordingMonitor(mocks)
+    # A previous run's root stack (another stack name) must not parent this run's resources.
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(dict(config))
+    capture = Capture(stack=stack)
+
+    def body() -> None:
+        capture.result = program()
+
+    pulumi.runtime.test(body)()
+    capture.resources = list(monitor.captured)
+    return capture
+
+
+def capture_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Capture:
+    """Run the real program for ``Pulumi.<stack>.yaml`` (plus ``overrides``, keys with or
+    without the ``ml-platform:`` prefix) and return every resource it registers."""
+    from .program import build_platform
+
+    config = stack_file_config(stack)
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{NAMESPACE}:{key}"
+        config[full] = _config_value(value)
+    return run_under_mocks(lambda: build_platform(stack), stack=stack, config=config)

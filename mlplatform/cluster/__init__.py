@@ -1,0 +1,28 @@
+"""Clusters: kind for local development, EKS for AWS, behind one interface.
+
+``mlplatform`` services and ``workloads`` only see a ``Cluster``: a Kubernetes provider and
+the node pools. They never branch on where the cluster runs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, NodePool, Taint, node_pools
+
+__all__ = ["Cluster", "GPU_RESOURCE", "GPU_TAINT", "POOL_LABEL", "NodePool", "Taint", "node_pools"]
+
+
+class Cluster(Protocol):
+    """What every cluster component offers the platform on top of it."""
+
+    cluster_name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]  # secret
+    provider: k8s.Provider
+    cpu_pool: NodePool
+    gpu_pool: NodePool
+    # Resources that must exist before workloads are scheduled (e.g. simulated GPU capacity).
+    ready: list[pulumi.Resource]

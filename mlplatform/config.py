@@ -1,0 +1,482 @@
+"""Stack configuration, parsed once into frozen dataclasses and validated before any resource.
+
+Every key lives in the project namespace (``ml-platform:<key>``) and is declared in ``KEYS``
+with its type, default and meaning. ``Pulumi.yaml`` declares the same keys for the CLI; a test
+keeps the two identical, and because Pulumi mocks never read ``Pulumi.yaml`` the defaults here
+are the ones that apply. All problems are reported at once, each naming the key, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .quantity import QuantityError, parse_quantity
+
+__all__ = [
+    "NAMESPACE",
+    "KEYS",
+    "ClusterProvider",
+    "ConfigError",
+    "EksConfig",
+    "KindConfig",
+    "PlatformConfig",
+    "RecommenderConfig",
+    "TeamConfig",
+    "load_config",
+    "parse_config",
+]
+
+NAMESPACE = "ml-platform"
+
+# Namespaces the platform itself owns: a team with one of these names would collide with them.
+RESERVED_NAMESPACES = frozenset(
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "kueue-system",
+        "gpu-system",
+        "monitoring",
+        "local-path-storage",
+    }
+)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """Stack configuration that cannot be deployed; ``problems`` lists each bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class ClusterProvider(str, Enum):
+    KIND = "kind"
+    EKS = "eks"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its Pulumi.yaml type, default and meaning."""
+
+    type: str  # "string" | "integer" | "boolean" | "array"
+    default: Any
+    description: str
+
+
+KEYS: dict[str, Key] = {
+    "clusterProvider": Key("string", "kind", "Where the cluster runs: kind (local) or eks (AWS)."),
+    "clusterName": Key("string", "ml-platform", "Name of the kind or EKS cluster."),
+    "kubernetesVersion": Key("string", "1.34", "Kubernetes minor version (EKS control plane)."),
+    "kindCpuWorkers": Key("integer", 1, "kind: CPU worker nodes."),
+    "kindGpuWorkers": Key("integer", 1, "kind: GPU-pool worker nodes (tainted nvidia.com/gpu)."),
+    "kindGpusPerWorker": Key("integer", 2, "kind: nvidia.com/gpu advertised per GPU worker."),
+    "kindSimulateGpus": Key(
+        "boolean",
+        True,
+        "kind: advertise SIMULATED nvidia.com/gpu capacity on GPU workers (no real GPU).",
+    ),
+    "kindModelStorePath": Key(
+        "string", "/tmp/ml-platform-models", "kind: host directory shared by all nodes as the model store."
+    ),
+    "gpuTimeSlicingReplicas": Key(
+        "integer", 1, "Pods sharing one physical GPU via device-plugin time-slicing (1 = off)."
+    ),
+    "teams": Key("array", ["bookstore-ml"], "ML namespaces to create, one per team."),
+    "teamCpuQuota": Key("string", "8", "Per-team ResourceQuota for CPU requests."),
+    "teamMemoryQuota": Key("string", "16Gi", "Per-team ResourceQuota for memory requests."),
+    "teamGpuQuota": Key("integer", 2, "Per-team ResourceQuota for nvidia.com/gpu requests."),
+    "queueCpu": Key("string", "8", "Kueue ClusterQueue nominal CPU quota for the CPU flavor."),
+    "queueMemory": Key("string", "16Gi", "Kueue ClusterQueue nominal memory quota per flavor."),
+    "monitoring": Key("boolean", False, "Install kube-prometheus-stack and wire scraping."),
+    "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
+    "recommenderImage": Key(
+        "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
+    ),
+    "recommenderMinReplicas": Key("integer", 1, "Serving HPA minimum replicas."),
+    "recommenderMaxReplicas": Key("integer", 4, "Serving HPA maximum replicas."),
+    "recommenderTrainingCpu": Key("string", "1", "CPU request (= limit) of a training pod."),
+    "recommenderTrainingMemory": Key("string", "2Gi", "Memory request (= limit) of a training pod."),
+    "recommenderTrainingGpus": Key("integer", 0, "nvidia.com/gpu per training pod (0 = CPU flavor)."),
+    "recommenderRetrainSchedule": Key("string", "0 3 * * *", "Cron schedule of the retraining job."),
+    "eksVpcCidr": Key("string", "10.0.0.0/16", "eks: VPC CIDR block."),
+    "eksAvailabilityZones": Key("integer", 2, "eks: availability zones to spread subnets over."),
+    "eksCpuInstanceTypes": Key("array", ["m6i.xlarge"], "eks: CPU node group instance types."),
+    "eksCpuNodesMin": Key("integer", 2, "eks: CPU node group minimum size."),
+    "eksCpuNodesDesired": Key("integer", 2, "eks: CPU node group desired size."),
+    "eksCpuNodesMax": Key("integer", 4, "eks: CPU node group maximum size."),
+    "eksGpuInstanceTypes": Key("array", ["g5.xlarge"], "eks: GPU node group instance types."),
+    "eksGpuNodesMin": Key("integer", 0, "eks: GPU node group minimum size (0 = scale from zero)."),
+    "eksGpuNodesDesired": Key("integer", 1, "eks: GPU node group desired size."),
+    "eksGpuNodesMax": Key("integer", 2, "eks: GPU node group maximum size."),
+    "eksGpusPerNode": Key("integer", 1, "eks: GPUs per GPU instance (g5.xlarge has 1)."),
+    "eksPublicAccessCidrs": Key(
+        "array", [], "eks: CIDRs allowed to reach the public API endpoint (empty = private only)."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    cpu_workers: int = 1
+    gpu_workers: int = 1
+    gpus_per_worker: int = 2  # nvidia.com/gpu advertised on each GPU worker
+    simulate_gpus: bool = True  # extended-resource capacity, no driver: the device plugin stays off
+    model_store_path: str = "/tmp/ml-platform-models"
+
+
+@dataclass(frozen=True)
+class EksConfig:
+    vpc_cidr: str = "10.0.0.0/16"
+    availability_zones: int = 2
+    cpu_instance_types: tuple[str, ...] = ("m6i.xlarge",)
+    cpu_nodes_min: int = 2
+    cpu_nodes_desired: int = 2
+    cpu_nodes_max: int = 4
+    gpu_instance_types: tuple[str, ...] = ("g5.xlarge",)
+    gpu_nodes_min: int = 0
+    gpu_nodes_desired: int = 1
+    gpu_nodes_max: int = 2
+    gpus_per_node: int = 1
+    public_access_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    """One ML namespace and its share of the cluster."""
+
+    name: str
+    cpu_quota: str = "8"
+    memory_quota: str = "16Gi"
+    gpu_quota: int = 2
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    enabled: bool = True
+    image: str = ""  # empty: built from recommender/Dockerfile and loaded into kind
+    min_replicas: int = 1
+    max_replicas: int = 4
+    training_cpu: str = "1"
+    training_memory: str = "2Gi"
+    training_gpus: int = 0
+    retrain_schedule: str = "0 3 * * *"
+    team: str = "bookstore-ml"  # the first configured team hosts the recommender
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """The whole validated stack configuration."""
+
+    stack: str
+    provider: ClusterProvider = ClusterProvider.KIND
+    cluster_name: str = "ml-platform"
+    kubernetes_version: str = "1.34"
+    kind: KindConfig = field(default_factory=KindConfig)
+    eks: EksConfig = field(default_factory=EksConfig)
+    gpu_time_slicing_replicas: int = 1
+    teams: tuple[TeamConfig, ...] = (TeamConfig("bookstore-ml"),)
+    queue_cpu: str = "8"
+    queue_memory: str = "16Gi"
+    monitoring: bool = False
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+
+    @property
+    def gpu_nodes(self) -> int:
+        """GPU nodes the cluster starts with (EKS: the desired size)."""
+        if self.provider is ClusterProvider.KIND:
+            return self.kind.gpu_workers
+        return self.eks.gpu_nodes_desired
+
+    @property
+    def gpus_per_node(self) -> int:
+        if self.provider is ClusterProvider.KIND:
+            return self.kind.gpus_per_worker
+        return self.eks.gpus_per_node
+
+    @property
+    def schedulable_gpus(self) -> int:
+        """nvidia.com/gpu the GPU pool can hand out at its largest (time-slicing multiplies it)."""
+        nodes = self.kind.gpu_workers if self.provider is ClusterProvider.KIND else self.eks.gpu_nodes_max
+        return nodes * self.gpus_per_node * self.gpu_time_slicing_replicas
+
+
+class _Reader:
+    """Turns raw config strings into typed values, collecting every problem instead of stopping."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def _fail(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{NAMESPACE}:{key} = {value!r} is not allowed: {allowed}")
+
+    def get(self, key: str) -> Any:
+        spec = KEYS[key]
+        if key not in self.raw or self.raw[key] is None:
+            return spec.default
+        value = self.raw[key]
+        if spec.type == "string":
+            return str(value)
+        if spec.type == "integer":
+            if isinstance(value, bool):
+                self._fail(key, value, "an integer")
+                return spec.default
+            try:
+                return int(str(value).strip())
+            except ValueError:
+                self._fail(key, value, "an integer")
+                return spec.default
+        if spec.type == "boolean":
+            text = str(value).strip().lower()
+            if text in ("true", "false"):
+                return text == "true"
+            self._fail(key, value, "true or false")
+            return spec.default
+        # array: the CLI hands arrays to the program as JSON text
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            self._fail(key, value, "a list of strings, e.g. ['a', 'b']")
+            return spec.default
+        return parsed
+
+    def check(self, ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            self._fail(key, value, allowed)
+
+    def at_least(self, key: str, value: int, minimum: int) -> None:
+        self.check(value >= minimum, key, value, f"an integer >= {minimum}")
+
+    def quantity(self, key: str, value: str) -> Any:
+        try:
+            parsed = parse_quantity(value)
+        except QuantityError as err:
+            self._fail(key, value, str(err))
+            return None
+        self.check(parsed > 0, key, value, "a positive Kubernetes quantity")
+        return parsed
+
+
+def _unknown_keys(raw: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in sorted(raw):
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"; did you mean {NAMESPACE}:{close[0]}?" if close else ""
+            problems.append(
+                f"{NAMESPACE}:{key} is not a known key{hint} (known keys are declared in Pulumi.yaml)"
+            )
+    return problems
+
+
+def _valid_cron(expr: str) -> bool:
+    fields = expr.split()
+    if len(fields) == 1 and fields[0].startswith("@"):
+        return fields[0] in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+    return len(fields) == 5 and all(re.fullmatch(r"[0-9A-Za-z*/,\-?]+", f) for f in fields)
+
+
+def _valid_image(ref: str) -> bool:
+    """A pinned image reference: a digest, or a tag that is not 'latest'."""
+    if "@sha256:" in ref:
+        return re.fullmatch(r".+@sha256:[0-9a-f]{64}", ref) is not None
+    last = ref.rsplit("/", 1)[-1]
+    return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
+
+
+def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
+    """Validate raw ``ml-platform:*`` values (keys without the namespace) into a PlatformConfig.
+
+    Raises ConfigError listing every problem found.
+    """
+    r = _Reader(raw)
+    r.problems.extend(_unknown_keys(raw))
+
+    provider_text = r.get("clusterProvider")
+    try:
+        provider = ClusterProvider(provider_text)
+    except ValueError:
+        r._fail("clusterProvider", provider_text, "one of: kind, eks")
+        provider = ClusterProvider.KIND
+
+    cluster_name = r.get("clusterName")
+    r.check(
+        bool(_DNS_LABEL.match(cluster_name)) and len(cluster_name) <= 40,
+        "clusterName",
+        cluster_name,
+        "lowercase letters, digits and '-', at most 40 characters",
+    )
+    k8s_version = r.get("kubernetesVersion")
+    r.check(bool(re.fullmatch(r"1\.[0-9]{2}", k8s_version)), "kubernetesVersion", k8s_version, "a minor version such as '1.34'")
+
+    kind = KindConfig(
+        cpu_workers=r.get("kindCpuWorkers"),
+        gpu_workers=r.get("kindGpuWorkers"),
+        gpus_per_worker=r.get("kindGpusPerWorker"),
+        simulate_gpus=r.get("kindSimulateGpus"),
+        model_store_path=r.get("kindModelStorePath"),
+    )
+    r.at_least("kindCpuWorkers", kind.cpu_workers, 0)
+    r.at_least("kindGpuWorkers", kind.gpu_workers, 0)
+    r.at_least("kindGpusPerWorker", kind.gpus_per_worker, 1)
+    r.check(kind.model_store_path.startswith("/"), "kindModelStorePath", kind.model_store_path, "an absolute host path")
+
+    eks = _parse_eks(r)
+
+    slicing = r.get("gpuTimeSlicingReplicas")
+    r.check(1 <= slicing <= 32, "gpuTimeSlicingReplicas", slicing, "an integer from 1 (off) to 32")
+
+    team_names = r.get("teams")
+    r.check(len(team_names) > 0, "teams", team_names, "at least one team name")
+    r.check(len(set(team_names)) == len(team_names), "teams", team_names, "unique names")
+    for name in team_names:
+        r.check(
+            bool(_DNS_LABEL.match(name)) and len(name) <= 63,
+            "teams",
+            name,
+            "DNS labels: lowercase letters, digits and '-', at most 63 characters",
+        )
+        r.check(name not in RESERVED_NAMESPACES, "teams", name, f"a name not reserved by the platform ({', '.join(sorted(RESERVED_NAMESPACES))})")
+
+    team_cpu, team_memory, team_gpus = r.get("teamCpuQuota"), r.get("teamMemoryQuota"), r.get("teamGpuQuota")
+    team_cpu_q = r.quantity("teamCpuQuota", team_cpu)
+    team_memory_q = r.quantity("teamMemoryQuota", team_memory)
+    r.at_least("teamGpuQuota", team_gpus, 0)
+    teams = tuple(TeamConfig(n, team_cpu, team_memory, team_gpus) for n in team_names)
+
+    queue_cpu, queue_memory = r.get("queueCpu"), r.get("queueMemory")
+    r.quantity("queueCpu", queue_cpu)
+    r.quantity("queueMemory", queue_memory)
+
+    rec = RecommenderConfig(
+        enabled=r.get("recommenderEnabled"),
+        image=r.get("recommenderImage"),
+        min_replicas=r.get("recommenderMinReplicas"),
+        max_replicas=r.get("recommenderMaxReplicas"),
+        training_cpu=r.get("recommenderTrainingCpu"),
+        training_memory=r.get("recommenderTrainingMemory"),
+        training_gpus=r.get("recommenderTrainingGpus"),
+        retrain_schedule=r.get("recommenderRetrainSchedule"),
+        team=team_names[0] if team_names else "bookstore-ml",
+    )
+    _check_recommender(r, rec, team_cpu_q, team_memory_q, team_gpus)
+
+    config = PlatformConfig(
+        stack=stack,
+        provider=provider,
+        cluster_name=cluster_name,
+        kubernetes_version=k8s_version,
+        kind=kind,
+        eks=eks,
+        gpu_time_slicing_replicas=slicing,
+        teams=teams,
+        queue_cpu=queue_cpu,
+        queue_memory=queue_memory,
+        monitoring=r.get("monitoring"),
+        recommender=rec,
+    )
+    if rec.enabled and rec.training_gpus > 0 and config.schedulable_gpus < rec.training_gpus:
+        r._fail(
+            "recommenderTrainingGpus",
+            rec.training_gpus,
+            f"at most the {config.schedulable_gpus} GPU(s) the GPU pool can offer; add GPU nodes or lower it",
+        )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def _parse_eks(r: _Reader) -> EksConfig:
+    eks = EksConfig(
+        vpc_cidr=r.get("eksVpcCidr"),
+        availability_zones=r.get("eksAvailabilityZones"),
+        cpu_instance_types=tuple(r.get("eksCpuInstanceTypes")),
+        cpu_nodes_min=r.get("eksCpuNodesMin"),
+        cpu_nodes_desired=r.get("eksCpuNodesDesired"),
+        cpu_nodes_max=r.get("eksCpuNodesMax"),
+        gpu_instance_types=tuple(r.get("eksGpuInstanceTypes")),
+        gpu_nodes_min=r.get("eksGpuNodesMin"),
+        gpu_nodes_desired=r.get("eksGpuNodesDesired"),
+        gpu_nodes_max=r.get("eksGpuNodesMax"),
+        gpus_per_node=r.get("eksGpusPerNode"),
+        public_access_cidrs=tuple(r.get("eksPublicAccessCidrs")),
+    )
+    try:
+        net = ipaddress.ip_network(eks.vpc_cidr)
+        r.check(net.version == 4 and 16 <= net.prefixlen <= 20, "eksVpcCidr", eks.vpc_cidr, "an IPv4 CIDR from /16 to /20")
+    except ValueError:
+        r._fail("eksVpcCidr", eks.vpc_cidr, "an IPv4 CIDR such as 10.0.0.0/16")
+    r.check(2 <= eks.availability_zones <= 6, "eksAvailabilityZones", eks.availability_zones, "2 to 6 (EKS needs subnets in two zones)")
+    for pool, types in (("Cpu", eks.cpu_instance_types), ("Gpu", eks.gpu_instance_types)):
+        r.check(len(types) > 0, f"eks{pool}InstanceTypes", list(types), "at least one instance type")
+    for pool, lo, want, hi in (
+        ("Cpu", eks.cpu_nodes_min, eks.cpu_nodes_desired, eks.cpu_nodes_max),
+        ("Gpu", eks.gpu_nodes_min, eks.gpu_nodes_desired, eks.gpu_nodes_max),
+    ):
+        r.at_least(f"eks{pool}NodesMin", lo, 0)
+        r.check(lo <= want <= hi, f"eks{pool}NodesDesired", want, f"between eks{pool}NodesMin ({lo}) and eks{pool}NodesMax ({hi})")
+        r.at_least(f"eks{pool}NodesMax", hi, 1)
+    r.at_least("eksGpusPerNode", eks.gpus_per_node, 1)
+    for cidr in eks.public_access_cidrs:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            r._fail("eksPublicAccessCidrs", cidr, "CIDR blocks such as 203.0.113.0/24")
+    return eks
+
+
+def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_memory: Any, team_gpus: int) -> None:
+    if rec.image:
+        r.check(_valid_image(rec.image), "recommenderImage", rec.image, "a pinned reference: name:tag (not latest) or name@sha256:<digest>")
+    r.at_least("recommenderMinReplicas", rec.min_replicas, 1)
+    r.check(rec.max_replicas >= rec.min_replicas, "recommenderMaxReplicas", rec.max_replicas, f">= recommenderMinReplicas ({rec.min_replicas})")
+    r.check(_valid_cron(rec.retrain_schedule), "recommenderRetrainSchedule", rec.retrain_schedule, "a 5-field cron expression such as '0 3 * * *'")
+    r.at_least("recommenderTrainingGpus", rec.training_gpus, 0)
+    cpu = r.quantity("recommenderTrainingCpu", rec.training_cpu)
+    memory = r.quantity("recommenderTrainingMemory", rec.training_memory)
+    # A job larger than its team's quota is never admitted: say so now, not as a Pending pod.
+    fits: list[tuple[str, Any, Any, str]] = [
+        ("recommenderTrainingCpu", cpu, team_cpu, "teamCpuQuota"),
+        ("recommenderTrainingMemory", memory, team_memory, "teamMemoryQuota"),
+        ("recommenderTrainingGpus", rec.training_gpus, team_gpus, "teamGpuQuota"),
+    ]
+    for key, need, quota, quota_key in fits:
+        if need is not None and quota is not None and need > quota:
+            r._fail(key, raw_or(r, key, need), f"at most {quota_key} ({raw_or(r, quota_key, quota)}): one training job must fit in the team quota")
+
+
+def raw_or(r: _Reader, key: str, fallback: Any) -> Any:
+    return r.raw.get(key, fallback)
+
+
+ConfigSource = Callable[[], Mapping[str, Any]]
+
+
+def stack_config_values() -> dict[str, Any]:
+    """The ``ml-platform:*`` values the engine (or the mocks) handed to this program."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def load_config(stack: str, source: ConfigSource = stack_config_values) -> PlatformConfig:
+    """Read and validate this stack's configuration (once, at program start)."""
+    return parse_config(source(), stack=stack)

@@ -1,0 +1,46 @@
+"""metrics-server, so HorizontalPodAutoscalers have CPU and memory metrics (kind ships none)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from . import versions
+from .helm import release
+
+__all__ = ["MetricsServer", "metrics_server_values"]
+
+
+def metrics_server_values(*, insecure_kubelet_tls: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
+    }
+    if insecure_kubelet_tls:
+        # kind's kubelets serve self-signed certificates that metrics-server cannot verify.
+        values["args"] = ["--kubelet-insecure-tls"]
+    return values
+
+
+class MetricsServer(pulumi.ComponentResource):
+    """metrics-server in kube-system, pinned; ``insecure_kubelet_tls`` only for kind."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        insecure_kubelet_tls: bool,
+        values_overrides: Mapping[str, Any] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlplatform:metrics:MetricsServer", name, None, opts)
+        self.release = release(
+            "metrics-server",
+            versions.METRICS_SERVER,
+            namespace="kube-system",
+            values=metrics_server_values(insecure_kubelet_tls=insecure_kubelet_tls),
+            values_overrides=values_overrides,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})

@@ -1,0 +1,91 @@
+"""The whole stack: a cluster, the shared platform services, the teams, and their workloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from .cluster import Cluster
+from .config import ClusterProvider, PlatformConfig, load_config
+from .gpu import GpuStack, GpuStackArgs
+from .kueue import Kueue, KueueArgs
+from .metrics_server import MetricsServer
+from .tenancy import MlNamespace, MlNamespaceArgs
+
+__all__ = ["Platform", "build_platform", "deploy"]
+
+
+@dataclass
+class Platform:
+    """Handles to what the program created, for workloads and tests."""
+
+    config: PlatformConfig
+    cluster: Cluster
+    gpu: GpuStack
+    kueue: Kueue
+    metrics_server: MetricsServer
+    namespaces: dict[str, MlNamespace]
+    apps: dict[str, Any] = field(default_factory=dict)
+
+    def k8s_opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        """Options for anything that talks to the cluster: its provider, after it is usable."""
+        return pulumi.ResourceOptions(providers=[self.cluster.provider], depends_on=list(self.cluster.ready), **kwargs)
+
+
+def create_cluster(config: PlatformConfig) -> Cluster:
+    if config.provider is ClusterProvider.EKS:
+        from .cluster.eks import EksCluster
+
+        return EksCluster(config.cluster_name, config)
+    from .cluster.kind import KindCluster
+
+    return KindCluster(config.cluster_name, config)
+
+
+def deploy(config: PlatformConfig) -> Platform:
+    """Register every resource of the stack described by ``config``."""
+    cluster = create_cluster(config)
+    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=list(cluster.ready))
+    gpu = GpuStack(
+        "gpu",
+        GpuStackArgs(
+            gpu_pool=cluster.gpu_pool,
+            time_slicing_replicas=config.gpu_time_slicing_replicas,
+            service_monitor=config.monitoring,
+        ),
+        opts=on_cluster,
+    )
+    kueue = Kueue(
+        "kueue",
+        KueueArgs(
+            cpu_pool=cluster.cpu_pool,
+            gpu_pool=cluster.gpu_pool,
+            cpu_quota=config.queue_cpu,
+            memory_quota=config.queue_memory,
+            gpu_quota=config.schedulable_gpus,
+            prometheus=config.monitoring,
+        ),
+        opts=on_cluster,
+    )
+    metrics = MetricsServer(
+        "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=on_cluster
+    )
+    namespaces = {
+        team.name: MlNamespace(
+            team.name, MlNamespaceArgs(team=team), queue_depends_on=[kueue.cluster_queue], opts=on_cluster
+        )
+        for team in config.teams
+    }
+    platform = Platform(config, cluster, gpu, kueue, metrics, namespaces)
+    pulumi.export("clusterName", cluster.cluster_name)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("mlNamespaces", [t.name for t in config.teams])
+    pulumi.export("clusterQueue", kueue.cluster_queue_name)
+    return platform
+
+
+def build_platform(stack: str) -> Platform:
+    """Read this stack's configuration and deploy it (the program's entry point)."""
+    return deploy(load_config(stack))
