@@ -27,6 +27,7 @@ class Platform:
     kueue: Kueue
     metrics_server: MetricsServer
     namespaces: dict[str, MlNamespace]
+    monitoring: Any = None  # mlplatform.monitoring.Monitoring when config.monitoring
     apps: dict[str, Any] = field(default_factory=dict)
 
     def k8s_opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
@@ -48,14 +49,23 @@ def deploy(config: PlatformConfig) -> Platform:
     """Register every resource of the stack described by ``config``."""
     cluster = create_cluster(config)
     on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=list(cluster.ready))
+    monitoring = None
+    after_monitoring = on_cluster
+    if config.monitoring:
+        from .monitoring import Monitoring, MonitoringArgs
+
+        monitoring = Monitoring("monitoring", MonitoringArgs.for_platform(config, cluster), opts=on_cluster)
+        # ServiceMonitors are rendered without checking for their CRD: install the operator first.
+        after_monitoring = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[monitoring]))
     gpu = GpuStack(
         "gpu",
         GpuStackArgs(
             gpu_pool=cluster.gpu_pool,
             time_slicing_replicas=config.gpu_time_slicing_replicas,
-            service_monitor=config.monitoring,
+            service_monitor=monitoring is not None,
+            service_monitor_labels=monitoring.service_monitor_labels if monitoring else {},
         ),
-        opts=on_cluster,
+        opts=after_monitoring,
     )
     kueue = Kueue(
         "kueue",
@@ -65,9 +75,9 @@ def deploy(config: PlatformConfig) -> Platform:
             cpu_quota=config.queue_cpu,
             memory_quota=config.queue_memory,
             gpu_quota=config.schedulable_gpus,
-            prometheus=config.monitoring,
+            prometheus=monitoring is not None,
         ),
-        opts=on_cluster,
+        opts=after_monitoring,
     )
     metrics = MetricsServer(
         "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=on_cluster
@@ -78,7 +88,7 @@ def deploy(config: PlatformConfig) -> Platform:
         )
         for team in config.teams
     }
-    platform = Platform(config, cluster, gpu, kueue, metrics, namespaces)
+    platform = Platform(config, cluster, gpu, kueue, metrics, namespaces, monitoring=monitoring)
     pulumi.export("clusterName", cluster.cluster_name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("mlNamespaces", [t.name for t in config.teams])

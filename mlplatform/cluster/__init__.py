@@ -26,3 +26,9 @@ class Cluster(Protocol):
     gpu_pool: NodePool
     # Resources that must exist before workloads are scheduled (e.g. simulated GPU capacity).
     ready: list[pulumi.Resource]
+    # StorageClass that provisions the ReadWriteMany model store; None = the cluster offers a
+    # host directory shared by every node instead (kind), exposed as a static PersistentVolume.
+    model_store_class: str | None
+    # Registry repository the recommender image is pushed to; None = images are loaded straight
+    # into the nodes (kind load), no registry involved.
+    image_repository: pulumi.Output[str] | None

@@ -121,6 +121,8 @@ class KindCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ready: list[pulumi.Resource] = [cluster]
+        self.model_store_class: str | None = None  # static hostPath PV over MODEL_STORE_NODE_PATH
+        self.image_repository: pulumi.Output[str] | None = None  # images go in with `kind load`
         if config.kind.simulate_gpus and config.kind.gpu_workers > 0:
             simulated = command.local.Command(
                 f"{name}-simulated-gpus",
