@@ -26,11 +26,11 @@ from pulumi.runtime import settings as pulumi_settings
 from .config import NAMESPACE
 
 __all__ = [
-    "CapturedResource",
-    "Capture",
-    "PlatformMocks",
     "REPO_ROOT",
     "SECRET_SIG",
+    "Capture",
+    "CapturedResource",
+    "PlatformMocks",
     "capture_stack",
     "stack_file_config",
 ]
@@ -85,8 +85,10 @@ class CapturedResource:
 
     @property
     def is_kubernetes_object(self) -> bool:
-        return self.custom and self.type.startswith("kubernetes:") and not self.type.startswith(
-            ("kubernetes:helm.sh/", "pulumi:providers:")
+        return (
+            self.custom
+            and self.type.startswith("kubernetes:")
+            and not self.type.startswith(("kubernetes:helm.sh/", "pulumi:providers:"))
         )
 
     def manifest(self) -> dict[str, Any]:

@@ -15,14 +15,14 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .quantity import QuantityError, parse_quantity
 
 __all__ = [
-    "NAMESPACE",
     "KEYS",
+    "NAMESPACE",
     "ClusterProvider",
     "ConfigError",
     "EksConfig",
@@ -61,7 +61,7 @@ class ConfigError(ValueError):
         super().__init__(f"invalid stack configuration ({len(problems)} problem(s)):\n{lines}")
 
 
-class ClusterProvider(str, Enum):
+class ClusterProvider(StrEnum):
     KIND = "kind"
     EKS = "eks"
 
@@ -279,9 +279,7 @@ def _unknown_keys(raw: Mapping[str, Any]) -> list[str]:
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1)
             hint = f"; did you mean {NAMESPACE}:{close[0]}?" if close else ""
-            problems.append(
-                f"{NAMESPACE}:{key} is not a known key{hint} (known keys are declared in Pulumi.yaml)"
-            )
+            problems.append(f"{NAMESPACE}:{key} is not a known key{hint} (known keys are declared in Pulumi.yaml)")
     return problems
 
 
@@ -323,7 +321,12 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         "lowercase letters, digits and '-', at most 40 characters",
     )
     k8s_version = r.get("kubernetesVersion")
-    r.check(bool(re.fullmatch(r"1\.[0-9]{2}", k8s_version)), "kubernetesVersion", k8s_version, "a minor version such as '1.34'")
+    r.check(
+        bool(re.fullmatch(r"1\.[0-9]{2}", k8s_version)),
+        "kubernetesVersion",
+        k8s_version,
+        "a minor version such as '1.34'",
+    )
 
     kind = KindConfig(
         cpu_workers=r.get("kindCpuWorkers"),
@@ -332,7 +335,9 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         simulate_gpus=r.get("kindSimulateGpus"),
         model_store_path=r.get("kindModelStorePath"),
     )
-    r.at_least("kindCpuWorkers", kind.cpu_workers, 0)
+    # The control plane is tainted and GPU workers repel untolerating pods: platform services
+    # (Kueue, metrics-server, serving) need at least one CPU worker to run anywhere.
+    r.at_least("kindCpuWorkers", kind.cpu_workers, 1 if provider is ClusterProvider.KIND else 0)
     r.at_least("kindGpuWorkers", kind.gpu_workers, 0)
     r.at_least("kindGpusPerWorker", kind.gpus_per_worker, 1)
     r.check(kind.model_store_path.startswith("/"), "kindModelStorePath", kind.model_store_path, "an absolute host path")
@@ -352,7 +357,12 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
             name,
             "DNS labels: lowercase letters, digits and '-', at most 63 characters",
         )
-        r.check(name not in RESERVED_NAMESPACES, "teams", name, f"a name not reserved by the platform ({', '.join(sorted(RESERVED_NAMESPACES))})")
+        r.check(
+            name not in RESERVED_NAMESPACES,
+            "teams",
+            name,
+            f"a name not reserved by the platform ({', '.join(sorted(RESERVED_NAMESPACES))})",
+        )
 
     team_cpu, team_memory, team_gpus = r.get("teamCpuQuota"), r.get("teamMemoryQuota"), r.get("teamGpuQuota")
     team_cpu_q = r.quantity("teamCpuQuota", team_cpu)
@@ -419,10 +429,17 @@ def _parse_eks(r: _Reader) -> EksConfig:
     )
     try:
         net = ipaddress.ip_network(eks.vpc_cidr)
-        r.check(net.version == 4 and 16 <= net.prefixlen <= 20, "eksVpcCidr", eks.vpc_cidr, "an IPv4 CIDR from /16 to /20")
+        r.check(
+            net.version == 4 and 16 <= net.prefixlen <= 20, "eksVpcCidr", eks.vpc_cidr, "an IPv4 CIDR from /16 to /20"
+        )
     except ValueError:
         r._fail("eksVpcCidr", eks.vpc_cidr, "an IPv4 CIDR such as 10.0.0.0/16")
-    r.check(2 <= eks.availability_zones <= 6, "eksAvailabilityZones", eks.availability_zones, "2 to 6 (EKS needs subnets in two zones)")
+    r.check(
+        2 <= eks.availability_zones <= 6,
+        "eksAvailabilityZones",
+        eks.availability_zones,
+        "2 to 6 (EKS needs subnets in two zones)",
+    )
     for pool, types in (("Cpu", eks.cpu_instance_types), ("Gpu", eks.gpu_instance_types)):
         r.check(len(types) > 0, f"eks{pool}InstanceTypes", list(types), "at least one instance type")
     for pool, lo, want, hi in (
@@ -430,7 +447,12 @@ def _parse_eks(r: _Reader) -> EksConfig:
         ("Gpu", eks.gpu_nodes_min, eks.gpu_nodes_desired, eks.gpu_nodes_max),
     ):
         r.at_least(f"eks{pool}NodesMin", lo, 0)
-        r.check(lo <= want <= hi, f"eks{pool}NodesDesired", want, f"between eks{pool}NodesMin ({lo}) and eks{pool}NodesMax ({hi})")
+        r.check(
+            lo <= want <= hi,
+            f"eks{pool}NodesDesired",
+            want,
+            f"between eks{pool}NodesMin ({lo}) and eks{pool}NodesMax ({hi})",
+        )
         r.at_least(f"eks{pool}NodesMax", hi, 1)
     r.at_least("eksGpusPerNode", eks.gpus_per_node, 1)
     for cidr in eks.public_access_cidrs:
@@ -443,10 +465,25 @@ def _parse_eks(r: _Reader) -> EksConfig:
 
 def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_memory: Any, team_gpus: int) -> None:
     if rec.image:
-        r.check(_valid_image(rec.image), "recommenderImage", rec.image, "a pinned reference: name:tag (not latest) or name@sha256:<digest>")
+        r.check(
+            _valid_image(rec.image),
+            "recommenderImage",
+            rec.image,
+            "a pinned reference: name:tag (not latest) or name@sha256:<digest>",
+        )
     r.at_least("recommenderMinReplicas", rec.min_replicas, 1)
-    r.check(rec.max_replicas >= rec.min_replicas, "recommenderMaxReplicas", rec.max_replicas, f">= recommenderMinReplicas ({rec.min_replicas})")
-    r.check(_valid_cron(rec.retrain_schedule), "recommenderRetrainSchedule", rec.retrain_schedule, "a 5-field cron expression such as '0 3 * * *'")
+    r.check(
+        rec.max_replicas >= rec.min_replicas,
+        "recommenderMaxReplicas",
+        rec.max_replicas,
+        f">= recommenderMinReplicas ({rec.min_replicas})",
+    )
+    r.check(
+        _valid_cron(rec.retrain_schedule),
+        "recommenderRetrainSchedule",
+        rec.retrain_schedule,
+        "a 5-field cron expression such as '0 3 * * *'",
+    )
     r.at_least("recommenderTrainingGpus", rec.training_gpus, 0)
     cpu = r.quantity("recommenderTrainingCpu", rec.training_cpu)
     memory = r.quantity("recommenderTrainingMemory", rec.training_memory)
@@ -458,11 +495,12 @@ def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_m
     ]
     for key, need, quota, quota_key in fits:
         if need is not None and quota is not None and need > quota:
-            r._fail(key, raw_or(r, key, need), f"at most {quota_key} ({raw_or(r, quota_key, quota)}): one training job must fit in the team quota")
-
-
-def raw_or(r: _Reader, key: str, fallback: Any) -> Any:
-    return r.raw.get(key, fallback)
+            shown = r.raw.get(quota_key, KEYS[quota_key].default)
+            r._fail(
+                key,
+                r.raw.get(key, need),
+                f"at most {quota_key} ({shown!r}): one training job must fit in the team quota",
+            )
 
 
 ConfigSource = Callable[[], Mapping[str, Any]]
@@ -474,7 +512,7 @@ def stack_config_values() -> dict[str, Any]:
 
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}
 
 
 def load_config(stack: str, source: ConfigSource = stack_config_values) -> PlatformConfig:

@@ -49,7 +49,9 @@ def device_plugin_values(pool: NodePool, *, time_slicing_replicas: int = 1) -> d
     return values
 
 
-def dcgm_exporter_values(pool: NodePool, *, service_monitor: bool, service_monitor_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def dcgm_exporter_values(
+    pool: NodePool, *, service_monitor: bool, service_monitor_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     repository, tag = versions.DCGM_EXPORTER_IMAGE
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},

@@ -88,9 +88,7 @@ def resource_flavor(name: str, pool: NodePool) -> dict[str, Any]:
     """A flavor per node pool: its labels steer admitted pods there, its tolerations get them in."""
     spec: dict[str, Any] = {"nodeLabels": dict(pool.selector)}
     if pool.taints:
-        spec["nodeTaints"] = [
-            {"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints
-        ]
+        spec["nodeTaints"] = [{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]
         spec["tolerations"] = pool.tolerations
     return {"apiVersion": API_VERSION, "kind": "ResourceFlavor", "metadata": {"name": name}, "spec": spec}
 

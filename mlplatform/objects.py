@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-__all__ = ["PSA_LABEL_PREFIX", "apply", "namespace_manifest", "labels_for"]
+__all__ = ["PSA_LABEL_PREFIX", "apply", "labels_for", "namespace_manifest"]
 
 PSA_LABEL_PREFIX = "pod-security.kubernetes.io"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/part-of": "ml-platform"}
@@ -67,7 +67,7 @@ def apply(name: str, manifest: Mapping[str, Any], opts: pulumi.ResourceOptions |
     body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     cls = _typed_class(api_version, kind)
     if cls is not None:
-        return cls(name, opts=opts, **{_snake(k): v for k, v in body.items()})  # type: ignore[no-any-return]
+        return cls(name, opts=opts, **{_snake(k): v for k, v in body.items()})
     if set(body) <= {"metadata", "spec"}:
         return k8s.apiextensions.CustomResource(
             name, api_version=api_version, kind=kind, metadata=body.get("metadata"), spec=body.get("spec"), opts=opts
@@ -79,7 +79,9 @@ def labels_for(component: str, **extra: str) -> dict[str, str]:
     return {"app.kubernetes.io/component": component, **MANAGED_BY, **extra}
 
 
-def namespace_manifest(name: str, psa_level: str, psa_version: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def namespace_manifest(
+    name: str, psa_level: str, psa_version: str, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """A Namespace that enforces, audits and warns at one Pod Security Standards level."""
     psa = {}
     for mode in ("enforce", "audit", "warn"):

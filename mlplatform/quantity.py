@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["parse_quantity", "QuantityError"]
+__all__ = ["QuantityError", "parse_quantity"]
 
 _SUFFIXES = {
     "n": Decimal("1e-9"),
@@ -51,9 +51,7 @@ def parse_quantity(text: str) -> Decimal:
     """
     match = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise QuantityError(
-            f"{text!r} is not a Kubernetes quantity (examples: '500m', '2', '16Gi', '1e3')"
-        )
+        raise QuantityError(f"{text!r} is not a Kubernetes quantity (examples: '500m', '2', '16Gi', '1e3')")
     suffix = match.group("suffix") or ""
     try:
         number = Decimal(match.group("number"))

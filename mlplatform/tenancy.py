@@ -16,9 +16,9 @@ from .kueue import CLUSTER_QUEUE, ML_NAMESPACE_LABEL, local_queue
 from .objects import MANAGED_BY, apply, namespace_manifest
 
 __all__ = [
+    "TEAM_LABEL",
     "MlNamespace",
     "MlNamespaceArgs",
-    "TEAM_LABEL",
     "default_deny_policy",
     "dns_egress_policy",
     "ingress_policy",
@@ -97,7 +97,9 @@ def dns_egress_policy(namespace: str) -> dict[str, Any]:
     }
     ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     return _policy(
-        namespace, "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [dns_peer], "ports": ports}]}
+        namespace,
+        "allow-dns",
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [dns_peer], "ports": ports}]},
     )
 
 
@@ -163,7 +165,9 @@ class MlNamespace(pulumi.ComponentResource):
         team = args.team
         self._name = name
         self.team = team
-        self.namespace = apply(f"{name}-namespace", ml_namespace(team, args.psa_version), pulumi.ResourceOptions(parent=self))
+        self.namespace = apply(
+            f"{name}-namespace", ml_namespace(team, args.psa_version), pulumi.ResourceOptions(parent=self)
+        )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self._in_ns = in_ns
         apply(f"{name}-quota", resource_quota(team), in_ns)
@@ -198,6 +202,11 @@ class MlNamespace(pulumi.ComponentResource):
     ) -> pulumi.CustomResource:
         """Open ``port`` on the selected pods to the named peers; everything else stays denied."""
         manifest = ingress_policy(
-            self.team.name, policy_name, pod_labels=pod_labels, port=port, from_namespaces=from_namespaces, from_pods=from_pods
+            self.team.name,
+            policy_name,
+            pod_labels=pod_labels,
+            port=port,
+            from_namespaces=from_namespaces,
+            from_pods=from_pods,
         )
         return apply(f"{self._name}-{policy_name}", manifest, pulumi.ResourceOptions.merge(self._in_ns, opts))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Chart",
     "DCGM_EXPORTER",
     "KIND_NODE_IMAGE",
     "KUBERNETES_VERSION",
@@ -18,6 +17,7 @@ __all__ = [
     "METRICS_SERVER",
     "NVIDIA_DEVICE_PLUGIN",
     "PSA_VERSION",
+    "Chart",
 ]
 
 
@@ -40,9 +40,7 @@ KUBERNETES_VERSION = "1.34"
 # must not tighten admission under running workloads without a reviewed change).
 PSA_VERSION = "v1.34"
 # kind v0.30.0 release notes: the node image for Kubernetes v1.34.0, pinned by digest.
-KIND_NODE_IMAGE = (
-    "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a"
-)
+KIND_NODE_IMAGE = "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a"
 KIND_VERSION = "v0.30.0"
 
 NVIDIA_DEVICE_PLUGIN = Chart(
@@ -50,9 +48,7 @@ NVIDIA_DEVICE_PLUGIN = Chart(
 )
 NVIDIA_DEVICE_PLUGIN_IMAGE = ("nvcr.io/nvidia/k8s-device-plugin", "v0.20.0")
 
-DCGM_EXPORTER = Chart(
-    name="dcgm-exporter", version="4.8.2", repo="https://nvidia.github.io/dcgm-exporter/helm-charts"
-)
+DCGM_EXPORTER = Chart(name="dcgm-exporter", version="4.8.2", repo="https://nvidia.github.io/dcgm-exporter/helm-charts")
 DCGM_EXPORTER_IMAGE = ("nvcr.io/nvidia/k8s/dcgm-exporter", "4.5.3-4.8.2-distroless")
 
 KUEUE = Chart(name="oci://registry.k8s.io/kueue/charts/kueue", version="0.19.2")

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from .pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, NodePool, Taint, node_pools
 
-__all__ = ["Cluster", "GPU_RESOURCE", "GPU_TAINT", "POOL_LABEL", "NodePool", "Taint", "node_pools"]
+__all__ = ["GPU_RESOURCE", "GPU_TAINT", "POOL_LABEL", "Cluster", "NodePool", "Taint", "node_pools"]
 
 
 class Cluster(Protocol):

@@ -17,7 +17,7 @@ from ..config import PlatformConfig
 from ..versions import KIND_NODE_IMAGE
 from .pools import GPU_RESOURCE, POOL_LABEL, NodePool, node_pools
 
-__all__ = ["KindCluster", "MODEL_STORE_NODE_PATH", "kind_config"]
+__all__ = ["MODEL_STORE_NODE_PATH", "KindCluster", "kind_config"]
 
 # Where the host's model-store directory appears inside every kind node; the ModelStore's
 # PersistentVolume points here, so any pod on any node sees the same files.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the whole test suite offline: creates ./venv on first use, installs the pinned
+# requirements, then lint, type-check and pytest (with coverage). No cluster, Docker or GPU needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin="${PYTHON:-python3}"
+if [ ! -x venv/bin/python ]; then
+  "$python_bin" -m venv venv
+fi
+. venv/bin/activate
+# Install only when the requirement files changed since the last install (fast re-runs).
+stamp=venv/.requirements.sha256
+want=$(cat requirements.txt requirements-dev.txt recommender/requirements.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  python -m pip install --quiet --upgrade pip
+  python -m pip install --quiet -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+echo "== ruff"; ruff check .
+echo "== mypy"; mypy mlplatform workloads recommender policy
+echo "== pytest"
+python -m pytest --cov --cov-report=term "$@"

@@ -1,0 +1,153 @@
+"""Configuration: defaults, the Pulumi.yaml contract, and a clear error for each kind of bad value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlplatform.capture import run_under_mocks
+from mlplatform.config import KEYS, NAMESPACE, ClusterProvider, ConfigError, PlatformConfig, parse_config
+from mlplatform.program import build_platform
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def errors_for(**raw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}, stack="t")
+    return info.value.problems
+
+
+def test_defaults_describe_the_dev_platform() -> None:
+    config = parse_config({}, stack="dev")
+    assert config == PlatformConfig(stack="dev")
+    assert config.provider is ClusterProvider.KIND
+    assert [t.name for t in config.teams] == ["bookstore-ml"]
+    assert config.schedulable_gpus == 2  # one GPU worker x two simulated GPUs
+
+
+def test_pulumi_yaml_declares_exactly_the_parsed_keys_with_the_same_defaults() -> None:
+    # Mocks never read Pulumi.yaml, so the code's defaults are the ones tests see: they must match the CLI's.
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared = project["config"]
+    assert set(declared) == set(KEYS)
+    for key, spec in KEYS.items():
+        assert declared[key]["type"] == spec.type, key
+        assert declared[key]["default"] == spec.default, key
+
+
+def test_project_uses_pip_virtualenv_and_a_local_backend() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == NAMESPACE
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert project["backend"]["url"].startswith("file://")
+
+
+def test_every_stack_file_parses() -> None:
+    for path in ROOT.glob("Pulumi.*.yaml"):
+        stack = path.name.split(".")[1]
+        values = {
+            k.split(":", 1)[1]: v
+            for k, v in (yaml.safe_load(path.read_text())["config"] or {}).items()
+            if k.startswith(f"{NAMESPACE}:")
+        }
+        parse_config(
+            {
+                k: json.dumps(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in values.items()
+            },
+            stack=stack,
+        )
+
+
+def test_values_arrive_as_strings_like_the_cli_sends_them() -> None:
+    config = parse_config(
+        {"kindGpuWorkers": "3", "kindSimulateGpus": "false", "teams": '["a-team", "b-team"]', "monitoring": "true"},
+        stack="t",
+    )
+    assert config.kind.gpu_workers == 3 and config.kind.simulate_gpus is False and config.monitoring is True
+    assert [t.name for t in config.teams] == ["a-team", "b-team"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"clusterProvider": "gke"}, "ml-platform:clusterProvider = 'gke' is not allowed: one of: kind, eks"),
+        ({"kindCpuWorkers": "-1"}, "ml-platform:kindCpuWorkers = -1 is not allowed: an integer >= 1"),
+        ({"kindGpuWorkers": "two"}, "ml-platform:kindGpuWorkers = 'two' is not allowed: an integer"),
+        ({"kindSimulateGpus": "yes"}, "ml-platform:kindSimulateGpus = 'yes' is not allowed: true or false"),
+        (
+            {"teamMemoryQuota": "16 gigs"},
+            "ml-platform:teamMemoryQuota = '16 gigs' is not allowed: '16 gigs' is not a Kubernetes quantity",
+        ),
+        ({"queueCpu": "-4"}, "ml-platform:queueCpu = '-4' is not allowed: a positive Kubernetes quantity"),
+        ({"teams": "bookstore-ml"}, "ml-platform:teams = 'bookstore-ml' is not allowed: a list of strings"),
+        ({"teams": ["Bookstore_ML"]}, "ml-platform:teams = 'Bookstore_ML' is not allowed: DNS labels"),
+        ({"teams": ["kube-system"]}, "ml-platform:teams = 'kube-system' is not allowed: a name not reserved"),
+        ({"teams": ["a", "a"]}, "unique names"),
+        ({"teams": []}, "at least one team name"),
+        (
+            {"recommenderImage": "bookstore:latest"},
+            "ml-platform:recommenderImage = 'bookstore:latest' is not allowed: a pinned reference",
+        ),
+        ({"recommenderImage": "bookstore"}, "a pinned reference"),
+        (
+            {"recommenderMaxReplicas": "0"},
+            "ml-platform:recommenderMaxReplicas = 0 is not allowed: >= recommenderMinReplicas (1)",
+        ),
+        ({"recommenderRetrainSchedule": "every night"}, "a 5-field cron expression"),
+        ({"gpuTimeSlicingReplicas": "0"}, "an integer from 1 (off) to 32"),
+        ({"eksVpcCidr": "10.0.0.0/8"}, "an IPv4 CIDR from /16 to /20"),
+        ({"eksGpuNodesDesired": "5"}, "between eksGpuNodesMin (0) and eksGpuNodesMax (2)"),
+        (
+            {"eksPublicAccessCidrs": ["not-a-cidr"]},
+            "ml-platform:eksPublicAccessCidrs = 'not-a-cidr' is not allowed: CIDR blocks",
+        ),
+        ({"clusterName": "My Cluster"}, "ml-platform:clusterName = 'My Cluster' is not allowed"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(raw: dict[str, object], fragment: str) -> None:
+    problems = errors_for(**raw)
+    assert any(fragment in p for p in problems), problems
+
+
+def test_unknown_key_is_rejected_with_a_suggestion() -> None:
+    problems = errors_for(kindGpuWorker="2")
+    assert problems == [
+        "ml-platform:kindGpuWorker is not a known key; did you mean ml-platform:kindGpuWorkers? "
+        "(known keys are declared in Pulumi.yaml)"
+    ]
+
+
+def test_a_training_job_larger_than_the_team_quota_is_refused() -> None:
+    problems = errors_for(recommenderTrainingGpus="3", teamGpuQuota="2", kindGpuWorkers="2")
+    assert any("recommenderTrainingGpus = '3'" in p and "at most teamGpuQuota ('2')" in p for p in problems), problems
+    problems = errors_for(recommenderTrainingMemory="32Gi", teamMemoryQuota="16Gi")
+    assert any("recommenderTrainingMemory" in p and "teamMemoryQuota" in p for p in problems), problems
+
+
+def test_a_gpu_job_needs_gpus_in_the_pool() -> None:
+    problems = errors_for(recommenderTrainingGpus="1", kindGpuWorkers="0")
+    assert any("the 0 GPU(s) the GPU pool can offer" in p for p in problems), problems
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    problems = errors_for(clusterProvider="gke", kindCpuWorkers="-1", teams=["BAD"])
+    assert len(problems) == 3
+    assert str(ConfigError(problems)).startswith("invalid stack configuration (3 problem(s)):")
+
+
+def test_bad_config_fails_before_any_resource_is_registered() -> None:
+    with pytest.raises(ConfigError):
+        run_under_mocks(lambda: build_platform("dev"), stack="dev", config={"ml-platform:kindCpuWorkers": "-1"})
+    captured: list[object] = []
+
+    def program() -> None:
+        captured.append(build_platform("dev"))
+
+    with pytest.raises(ConfigError):
+        run_under_mocks(program, stack="dev", config={"ml-platform:nope": "1"})
+    assert captured == []

@@ -1,0 +1,239 @@
+"""The dev stack's guarantees, asserted on what the program actually registers under mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from mlplatform.capture import Capture, capture_stack
+from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH, kind_config
+from mlplatform.cluster.pools import GPU_TAINT, POOL_LABEL
+from mlplatform.config import parse_config
+from mlplatform.versions import KIND_NODE_IMAGE
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: str) -> bool:
+    for t in tolerations:
+        if t.get("key") not in (key, None) or t.get("effect") not in (effect, None, ""):
+            continue
+        if t.get("operator") == "Exists" or t.get("value") == value:
+            return True
+    return False
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def kind_nodes(capture: Capture) -> list[dict[str, Any]]:
+    env = capture.named("ml-platform-kind").props["environment"]
+    return yaml.safe_load(env["KIND_CONFIG"])["nodes"]  # type: ignore[no-any-return]
+
+
+def join_taints(node: dict[str, Any]) -> list[str]:
+    flags = []
+    for patch in node.get("kubeadmConfigPatches", []):
+        doc = yaml.safe_load(patch)
+        assert doc["kind"] == "JoinConfiguration"
+        flags += doc["nodeRegistration"]["kubeletExtraArgs"]["register-with-taints"].split(",")
+    return flags
+
+
+def release(capture: Capture, name: str) -> dict[str, Any]:
+    return next(r.props for r in capture.of_type(RELEASE) if r.name == name)
+
+
+def test_kind_cluster_has_a_tainted_gpu_pool_and_pinned_node_image(dev: Capture) -> None:
+    nodes = kind_nodes(dev)
+    assert [n["role"] for n in nodes] == ["control-plane", "worker", "worker"]
+    assert all(n["image"] == KIND_NODE_IMAGE and "@sha256:" in n["image"] for n in nodes)
+    cpu = [n for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "cpu"]
+    gpu = [n for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "gpu"]
+    assert len(cpu) == 1 and len(gpu) == 1
+    assert all(join_taints(n) == ["nvidia.com/gpu=present:NoSchedule"] for n in gpu)
+    assert all(join_taints(n) == [] for n in cpu)
+    # Every node sees the same model store directory.
+    assert all(
+        n["extraMounts"] == [{"hostPath": "/tmp/ml-platform-models", "containerPath": MODEL_STORE_NODE_PATH}]
+        for n in nodes
+    )
+
+
+def test_kind_config_scales_with_config() -> None:
+    config = parse_config({"kindCpuWorkers": "2", "kindGpuWorkers": "3", "kindSimulateGpus": "false"}, stack="t")
+    nodes = kind_config(config)["nodes"]
+    assert len(nodes) == 6
+    gpu = [n for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "gpu"]
+    assert len(gpu) == 3 and all(n["labels"]["nvidia.com/gpu.present"] == "true" for n in gpu)
+
+
+def test_simulated_gpus_are_advertised_only_on_gpu_nodes(dev: Capture) -> None:
+    sim = dev.named("ml-platform-simulated-gpus").props
+    assert sim["environment"]["GPU_SELECTOR"] == f"{POOL_LABEL}=gpu"
+    assert sim["environment"]["GPUS"] == "2"
+    assert "--subresource=status" in sim["create"] and "nvidia.com~1gpu" in sim["create"]
+    off = capture_stack("dev", {"kindSimulateGpus": False})
+    assert not [r for r in off.resources if r.name.endswith("simulated-gpus")]
+
+
+def test_kubeconfig_is_secret_and_every_kubernetes_resource_uses_the_cluster_provider(dev: Capture) -> None:
+    provider = dev.named("ml-platform-provider")
+    assert provider.inputs["kubeconfig"]["4dabf18193072939515e22adb298388d"] == "1b47061264138c4ac30d75fd1eb44270"
+    k8s_resources = [r for r in dev.resources if r.custom and r.type.startswith("kubernetes:")]
+    assert k8s_resources
+    for r in k8s_resources:
+        assert r.provider.startswith(provider.urn + "::"), (
+            f"{r.type} {r.name} uses {r.provider or 'the default provider'}"
+        )
+
+
+def test_gpu_daemonsets_tolerate_the_taint_and_select_only_real_gpu_nodes(dev: Capture) -> None:
+    nodes = kind_nodes(dev)
+    simulated_gpu_labels = next(n["labels"] for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "gpu")
+    real = parse_config({"kindSimulateGpus": "false"}, stack="t")
+    real_gpu_labels = next(
+        n["labels"] for n in kind_config(real)["nodes"] if n.get("labels", {}).get(POOL_LABEL) == "gpu"
+    )
+    for name in ("nvidia-device-plugin", "dcgm-exporter"):
+        values = release(dev, name)["values"]
+        assert tolerates(values["tolerations"], GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect), name
+        assert selects(values["nodeSelector"], real_gpu_labels), name
+        # The device plugin would crash on a node without a driver: simulated nodes must not match.
+        assert not selects(values["nodeSelector"], simulated_gpu_labels), name
+        assert release(dev, name)["namespace"] == "gpu-system"
+
+
+def test_gpu_namespace_is_privileged_and_holds_nothing_but_the_gpu_stack(dev: Capture) -> None:
+    ns = next(m for m in dev.kind("Namespace") if m["metadata"]["name"] == "gpu-system")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    in_gpu_ns = [m for m in dev.kubernetes_objects() if m["metadata"].get("namespace") == "gpu-system"]
+    assert in_gpu_ns == []
+    assert sorted(r.name for r in dev.of_type(RELEASE) if r.props["namespace"] == "gpu-system") == [
+        "dcgm-exporter",
+        "nvidia-device-plugin",
+    ]
+
+
+def test_dcgm_service_monitor_is_off_without_the_prometheus_operator(dev: Capture) -> None:
+    assert release(dev, "dcgm-exporter")["values"]["serviceMonitor"] == {"enabled": False}
+
+
+def test_time_slicing_goes_through_the_device_plugin_config_map() -> None:
+    capture = capture_stack("dev", {"gpuTimeSlicingReplicas": 4})
+    values = release(capture, "nvidia-device-plugin")["values"]
+    config = yaml.safe_load(values["config"]["map"][values["config"]["default"]])
+    assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
+    # Kueue's GPU quota counts the shared slices.
+    queue = capture.kind("ClusterQueue")[0]
+    gpu_flavor = next(f for f in queue["spec"]["resourceGroups"][0]["flavors"] if f["name"] == "gpu")
+    assert {r["name"]: r["nominalQuota"] for r in gpu_flavor["resources"]}["nvidia.com/gpu"] == 8
+
+
+def test_gpu_flavor_matches_the_gpu_pool_labels_and_taint(dev: Capture) -> None:
+    flavors = {m["metadata"]["name"]: m["spec"] for m in dev.kind("ResourceFlavor")}
+    gpu_node = next(n for n in kind_nodes(dev) if n.get("labels", {}).get(POOL_LABEL) == "gpu")
+    cpu_node = next(n for n in kind_nodes(dev) if n.get("labels", {}).get(POOL_LABEL) == "cpu")
+    assert selects(flavors["gpu"]["nodeLabels"], gpu_node["labels"])
+    assert not selects(flavors["gpu"]["nodeLabels"], cpu_node["labels"])
+    assert tolerates(flavors["gpu"]["tolerations"], GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)
+    assert flavors["gpu"]["nodeTaints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    assert selects(flavors["cpu"]["nodeLabels"], cpu_node["labels"]) and "tolerations" not in flavors["cpu"]
+
+
+def test_cluster_queue_covers_cpu_memory_and_gpus_in_every_flavor(dev: Capture) -> None:
+    (queue,) = dev.kind("ClusterQueue")
+    (group,) = queue["spec"]["resourceGroups"]
+    assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
+    for flavor in group["flavors"]:
+        # Kueue rejects a flavor whose resources differ in length or order from coveredResources.
+        assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
+    quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
+    assert quotas["cpu"]["nvidia.com/gpu"] == 0 and quotas["gpu"]["nvidia.com/gpu"] == 2
+    assert queue["spec"]["namespaceSelector"] == {"matchLabels": {"mlplatform.io/ml-namespace": "true"}}
+
+
+def test_kueue_is_pinned_with_all_or_nothing_admission(dev: Capture) -> None:
+    kueue = release(dev, "kueue")
+    assert (kueue["chart"], kueue["version"], kueue["namespace"]) == (
+        "oci://registry.k8s.io/kueue/charts/kueue",
+        "0.19.2",
+        "kueue-system",
+    )
+    manager = yaml.safe_load(kueue["values"]["managerConfig"]["controllerManagerConfigYaml"])
+    assert manager["waitForPodsReady"]["timeout"] == "10m"
+    assert manager["integrations"]["frameworks"] == ["batch/job"]
+    assert kueue["values"]["controllerManager"]["manager"]["image"]["tag"] == "v0.19.2"
+
+
+def test_kueue_objects_wait_for_the_kueue_release(dev: Capture) -> None:
+    kueue_release = next(r for r in dev.of_type(RELEASE) if r.name == "kueue")
+    for r in dev.resources:
+        if r.type.startswith("kubernetes:kueue.x-k8s.io/"):
+            assert kueue_release.urn in r.dependencies or any(
+                d.endswith("ClusterQueue::kueue-cluster-queue") for d in r.dependencies
+            ), r.name
+
+
+def test_every_helm_release_is_pinned_and_awaited(dev: Capture) -> None:
+    releases = dev.of_type(RELEASE)
+    assert sorted(r.name for r in releases) == ["dcgm-exporter", "kueue", "metrics-server", "nvidia-device-plugin"]
+    for r in releases:
+        props = r.props
+        assert props["version"] and props["version"][0].isdigit(), r.name
+        assert not props.get("skipAwait"), r.name
+    assert release(dev, "metrics-server")["values"]["args"] == ["--kubelet-insecure-tls"]
+
+
+def test_ml_namespace_is_restricted_with_a_pinned_version(dev: Capture) -> None:
+    ns = next(m for m in dev.kind("Namespace") if m["metadata"]["name"] == "bookstore-ml")
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.34"
+    assert labels["mlplatform.io/ml-namespace"] == "true"
+
+
+def test_team_quota_covers_gpus_and_forbids_external_services(dev: Capture) -> None:
+    (quota,) = dev.kind("ResourceQuota")
+    hard = quota["spec"]["hard"]
+    assert hard["requests.nvidia.com/gpu"] == "2"
+    assert hard["requests.cpu"] == "8" and hard["requests.memory"] == "16Gi"
+    assert hard["services.loadbalancers"] == "0" and hard["services.nodeports"] == "0"
+
+
+def test_limit_range_gives_requests_to_containers_without_them(dev: Capture) -> None:
+    (lr,) = dev.kind("LimitRange")
+    (limit,) = lr["spec"]["limits"]
+    assert limit["type"] == "Container"
+    assert set(limit["defaultRequest"]) == {"cpu", "memory"} and set(limit["default"]) == {"cpu", "memory"}
+
+
+def test_default_deny_both_ways_and_only_dns_egress(dev: Capture) -> None:
+    policies = {
+        p["metadata"]["name"]: p["spec"]
+        for p in dev.kind("NetworkPolicy")
+        if p["metadata"]["namespace"] == "bookstore-ml"
+    }
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    dns = policies["allow-dns"]
+    assert dns["policyTypes"] == ["Egress"]
+    (rule,) = dns["egress"]
+    assert sorted((p["protocol"], p["port"]) for p in rule["ports"]) == [("TCP", 53), ("UDP", 53)]
+    assert rule["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+
+
+def test_local_queue_and_tokenless_default_service_account(dev: Capture) -> None:
+    (queue,) = dev.kind("LocalQueue")
+    assert queue["metadata"] == {"name": "default", "namespace": "bookstore-ml"}
+    assert queue["spec"] == {"clusterQueue": "ml-cluster-queue"}
+    sa = next(m for m in dev.kind("ServiceAccount") if m["metadata"]["name"] == "default")
+    assert sa["automountServiceAccountToken"] is False
+
+
+def test_each_team_gets_its_own_namespace_and_queue() -> None:
+    capture = capture_stack("dev", {"teams": ["bookstore-ml", "search-ml"]})
+    assert sorted(q["metadata"]["namespace"] for q in capture.kind("LocalQueue")) == ["bookstore-ml", "search-ml"]
+    assert sorted(q["metadata"]["namespace"] for q in capture.kind("ResourceQuota")) == ["bookstore-ml", "search-ml"]
