@@ -1,0 +1,202 @@
+"""The Monitoring component: kube-prometheus-stack, prometheus-adapter, dashboards and alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_random as random
+
+from .. import versions as platform_versions
+from ..config import ClusterProvider, PlatformConfig
+from ..helm import release
+from ..objects import MANAGED_BY, apply, namespace_manifest
+from ..tenancy import ingress_policy
+from . import versions
+from .dashboards import dashboard_config_map, load_dashboards
+from .rules import platform_rules, serving_rules
+from .scrape import adapter_rules, service_monitor
+from .values import (
+    ADAPTER_RELEASE,
+    GRAFANA_ADMIN_SECRET,
+    GRAFANA_PASSWORD_KEY,
+    GRAFANA_USER_KEY,
+    MONITORING_NAMESPACE,
+    PROMETHEUS_PEER_NAMESPACE,
+    PROMETHEUS_PEER_PODS,
+    PROMETHEUS_URL,
+    SERVICE_MONITOR_LABELS,
+    STACK_RELEASE,
+    kube_prometheus_stack_values,
+    prometheus_adapter_values,
+)
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+    from ..tenancy import MlNamespace
+
+__all__ = ["Monitoring", "MonitoringArgs", "grafana_admin_secret"]
+
+
+def grafana_admin_secret(namespace: str, password: pulumi.Input[str]) -> dict[str, Any]:
+    """The Secret Grafana reads its admin login from (the chart's ``admin.existingSecret``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": GRAFANA_ADMIN_SECRET, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "type": "Opaque",
+        "stringData": {GRAFANA_USER_KEY: "admin", GRAFANA_PASSWORD_KEY: password},
+    }
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    ml_namespaces: tuple[str, ...]  # where training Jobs run: the TrainingJobFailed alert watches these
+    retention: str = "2d"  # Prometheus keeps this much history (emptyDir: lost when the pod moves)
+    retention_size: str = "2GB"  # ...or this much disk, whichever is hit first
+    pending_alert_after: str = "30m"  # KueueWorkloadsPendingTooLong fires after workloads wait this long
+    adapter_window: str = "1m"  # requests/s for autoscaling is a rate over this window
+    stack_overrides: Mapping[str, Any] = field(default_factory=dict)  # merged last into the stack's values
+    adapter_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_platform(cls, config: PlatformConfig, cluster: Cluster) -> MonitoringArgs:
+        """Defaults for this stack: a short history on a laptop, a week on EKS."""
+        del cluster  # same shape on every cluster; the parameter keeps the call site uniform
+        if config.provider is ClusterProvider.EKS:
+            return cls(ml_namespaces=tuple(t.name for t in config.teams), retention="7d", retention_size="8GB")
+        return cls(ml_namespaces=tuple(t.name for t in config.teams))
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Prometheus, Alertmanager and Grafana (kube-prometheus-stack) plus prometheus-adapter.
+
+    Guarantees: everything lives in its own PSA ``privileged`` namespace (node-exporter needs
+    host access; the ML namespaces stay ``restricted``); no Service of the stack is exposed
+    outside the cluster (Grafana by port-forward only); Grafana's admin password is generated
+    (a Pulumi secret), never a literal; Prometheus selects every ServiceMonitor, PodMonitor and
+    PrometheusRule in the cluster; the GPU, Kueue and recommender dashboards and the platform
+    alerts are installed; ``recommender_requests_per_second`` is served on the custom metrics API.
+    ``scrape`` wires one more app: its ServiceMonitor, its serving alerts, and the one
+    NetworkPolicy letting Prometheus (and nothing else) reach its metrics port.
+    """
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
+        self._name = name
+        ns = MONITORING_NAMESPACE
+        self.namespace = apply(
+            f"{name}-namespace",
+            namespace_manifest(ns, "privileged", platform_versions.PSA_VERSION),
+            pulumi.ResourceOptions(parent=self),
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        password = random.RandomPassword(
+            f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        admin_secret = apply(f"{name}-grafana-admin", grafana_admin_secret(ns, password.result), in_ns)
+        dashboards = [
+            apply(f"{name}-dashboard-{stem}", dashboard_config_map(ns, stem, board), in_ns)
+            for stem, board in load_dashboards().items()
+        ]
+        self.stack = release(
+            STACK_RELEASE,
+            versions.KUBE_PROMETHEUS_STACK,
+            namespace=ns,
+            values=kube_prometheus_stack_values(retention=args.retention, retention_size=args.retention_size),
+            values_overrides=args.stack_overrides,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, admin_secret, *dashboards]),
+        )
+        # PrometheusRule, ServiceMonitor: their CRDs come with the stack.
+        self._after_stack = pulumi.ResourceOptions(parent=self, depends_on=[self.stack])
+        self.adapter = release(
+            ADAPTER_RELEASE,
+            versions.PROMETHEUS_ADAPTER,
+            namespace=ns,
+            values=prometheus_adapter_values(adapter_rules(args.adapter_window)),
+            values_overrides=args.adapter_overrides,
+            opts=self._after_stack,
+        )
+        apply(
+            f"{name}-platform-rules",
+            platform_rules(ns, ml_namespaces=args.ml_namespaces, pending_for=args.pending_alert_after),
+            self._after_stack,
+        )
+        self.service_monitor_labels: dict[str, str] = dict(SERVICE_MONITOR_LABELS)
+        self.namespace_name: pulumi.Output[str] = pulumi.Output.from_input(ns)
+        self.prometheus_url: pulumi.Output[str] = pulumi.Output.from_input(PROMETHEUS_URL)
+        self.grafana_admin_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
+        self.register_outputs(
+            {
+                "namespace_name": self.namespace_name,
+                "prometheus_url": self.prometheus_url,
+                "grafana_admin_password": self.grafana_admin_password,
+            }
+        )
+
+    def scrape(
+        self,
+        namespace: MlNamespace,
+        name: str,
+        selector: Mapping[str, str],
+        *,
+        port_name: str = "http",
+        container_port: int = 8080,
+        path: str = "/metrics",
+        error_budget: float = 0.01,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> list[pulumi.Resource]:
+        """Scrape serving app ``name`` (Service and Deployment of that name) in an ML namespace.
+
+        Creates the ServiceMonitor (Services matching ``selector``, port ``port_name``), the
+        serving alerts, and a NetworkPolicy admitting Prometheus' pods on ``container_port`` of
+        the pods matching ``selector`` (the namespace denies everything else by default).
+        """
+        team = namespace.team.name
+        in_team = pulumi.ResourceOptions.merge(
+            pulumi.ResourceOptions(parent=self, depends_on=[self.stack, namespace.namespace]), opts
+        )
+        monitor = apply(
+            f"{self._name}-{team}-{name}-monitor",
+            service_monitor(team, name, selector=selector, port_name=port_name, path=path),
+            in_team,
+        )
+        rules = apply(
+            f"{self._name}-{team}-{name}-rules", serving_rules(team, name, error_budget=error_budget), in_team
+        )
+        policy = namespace.allow_ingress_from(
+            f"allow-prometheus-{name}",
+            pod_labels=selector,
+            port=container_port,
+            from_namespaces=PROMETHEUS_PEER_NAMESPACE,
+            from_pods=PROMETHEUS_PEER_PODS,
+            opts=opts,
+        )
+        return [monitor, rules, policy]
+
+    def admit_prometheus(
+        self,
+        name: str,
+        *,
+        namespace: str,
+        pod_labels: Mapping[str, str],
+        port: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> pulumi.Resource:
+        """A NetworkPolicy in a platform namespace (not an MlNamespace): ``port`` on the selected
+        pods accepts Prometheus and nothing else. E.g. DCGM's 9400 in gpu-system."""
+        manifest = ingress_policy(
+            namespace,
+            f"allow-prometheus-{name}",
+            pod_labels=pod_labels,
+            port=port,
+            from_namespaces=PROMETHEUS_PEER_NAMESPACE,
+            from_pods=PROMETHEUS_PEER_PODS,
+        )
+        return apply(
+            f"{self._name}-{namespace}-{name}-policy",
+            manifest,
+            pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), opts),
+        )
