@@ -1,0 +1,130 @@
+"""Reading orders (and optionally a catalogue) into a customer x book sparse matrix.
+
+Any CSV with a header holding `customer_id` and `book_id` (ids are strings) and optionally
+`ordered_at` (ISO 8601) is accepted, not only generated ones.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommender.errors import InputError
+
+__all__ = ["Interactions", "read_catalog_ids", "read_orders"]
+
+REQUIRED = ("customer_id", "book_id")
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Orders as integer codes into sorted id arrays; one entry per order row."""
+
+    user_ids: np.ndarray  # unicode, sorted unique customer ids
+    item_ids: np.ndarray  # unicode, sorted unique book ids (catalogue and orders)
+    users: np.ndarray  # int64 code per order
+    items: np.ndarray  # int64 code per order
+    ordered_at: np.ndarray | None  # datetime64[s] per order when the file has timestamps
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.size)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.size)
+
+    def matrix(self, mask: np.ndarray | None = None) -> sp.csr_matrix:
+        """Binary customer x book CSR matrix (float32) of the selected orders."""
+        users, items = (self.users, self.items) if mask is None else (self.users[mask], self.items[mask])
+        m = sp.csr_matrix(
+            (np.ones(users.size, dtype=np.float32), (users, items)),
+            shape=(self.n_users, self.n_items),
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0  # a repeat purchase is still one co-purchase signal
+        return m
+
+
+def _read_columns(path: Path, wanted: tuple[str, ...], optional: tuple[str, ...], what: str) -> dict[str, list[str]]:
+    if not path.is_file():
+        raise InputError(f"{what}: file not found: {path} (pass an existing CSV)")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise InputError(f"{what}: {path} is empty; expected a header with {', '.join(wanted)}") from None
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise InputError(f"{what}: {path} is not a readable CSV: {err}") from err
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise InputError(
+                f"{what}: {path} has no column {', '.join(missing)}; header is {','.join(header)}"
+                f" (need {','.join(wanted)})"
+            )
+        cols = [c for c in wanted + optional if c in header]
+        idx = [header.index(c) for c in cols]
+        out: dict[str, list[str]] = {c: [] for c in cols}
+        appenders = [out[c].append for c in cols]
+        width = max(idx) + 1
+        try:
+            for lineno, row in enumerate(reader, start=2):
+                if len(row) < width:
+                    if not row:
+                        continue
+                    raise InputError(f"{what}: {path} line {lineno} has {len(row)} fields, expected {len(header)}")
+                for append, i in zip(appenders, idx, strict=True):
+                    append(row[i])
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise InputError(f"{what}: {path} is not a readable CSV: {err}") from err
+    return out
+
+
+def read_catalog_ids(path: Path) -> np.ndarray:
+    cols = _read_columns(path, ("book_id",), (), "--catalog")
+    ids = np.array(cols["book_id"], dtype=str)
+    if ids.size and (np.char.str_len(ids) == 0).any():
+        raise InputError(f"--catalog: {path} has an empty book_id")
+    return np.unique(ids)
+
+
+def _parse_times(values: list[str], path: Path) -> np.ndarray:
+    raw = np.array(values, dtype=str)
+    stripped = np.char.rstrip(raw, "Z")
+    try:
+        return stripped.astype("datetime64[s]")
+    except ValueError:
+        for i, v in enumerate(stripped.tolist()):
+            try:
+                np.datetime64(v, "s")
+            except ValueError:
+                raise InputError(
+                    f"--orders: {path} line {i + 2}: ordered_at {raw[i]!r} is not ISO 8601 "
+                    "(e.g. 2025-01-31T12:00:00Z)"
+                ) from None
+        raise  # pragma: no cover - every value parsed one by one yet not together
+
+
+def read_orders(path: Path, catalog: Path | None = None) -> Interactions:
+    """Read orders (and the catalogue's book ids, so unsold books are still known)."""
+    cols = _read_columns(path, REQUIRED, ("ordered_at",), "--orders")
+    customers = np.array(cols["customer_id"], dtype=str)
+    books = np.array(cols["book_id"], dtype=str)
+    if customers.size == 0:
+        raise InputError(f"--orders: {path} has a header but no orders")
+    for name, arr in (("customer_id", customers), ("book_id", books)):
+        empty = np.flatnonzero(np.char.str_len(arr) == 0)
+        if empty.size:
+            raise InputError(f"--orders: {path} line {int(empty[0]) + 2} has an empty {name}")
+    user_ids, users = np.unique(customers, return_inverse=True)
+    item_ids = np.unique(books)
+    if catalog is not None:
+        item_ids = np.union1d(item_ids, read_catalog_ids(catalog))
+    items = np.searchsorted(item_ids, books)
+    times = _parse_times(cols["ordered_at"], path) if "ordered_at" in cols else None
+    return Interactions(user_ids, item_ids, users.astype(np.int64), items.astype(np.int64), times)

@@ -1,0 +1,251 @@
+"""Item-to-item co-purchase model in the style of implicit's ItemItemRecommender.
+
+`fit` computes X_blockᵀ·X for blocks of books (never the full book x book product), keeps the
+top-K neighbours of each book, and stores them as dense (books x K) arrays: compact, fast to
+load, and the basis of a sparse similarity matrix for `recommend`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommender.errors import InputError
+from recommender.topk import csr_topk
+
+__all__ = ["SIMILARITIES", "ItemKNN"]
+
+SIMILARITIES = ("cosine", "bm25", "tfidf")
+MODEL_FILE = "model.npz"
+_BLOCK_WORK = 4_000_000  # multiply-adds per item block: bounds the block product's memory
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_matrix:
+    """Customer x book weights whose book-column dot products are the similarity."""
+    w = x.tocsc(copy=True).astype(np.float32)
+    n_items = x.shape[1]
+    if similarity in ("bm25", "tfidf"):
+        # idf over customers: a customer who buys everything says little about any pair.
+        user_deg = np.diff(x.indptr).astype(np.float64)
+        idf = (np.log(max(n_items, 1)) - np.log1p(user_deg)).astype(np.float32)
+        idf = np.maximum(idf, 1e-3)
+        w.data *= idf[w.indices]
+    if similarity == "bm25":
+        # Damp popular books: BM25 length normalisation over each book's buyer count.
+        item_deg = np.diff(w.indptr).astype(np.float32)
+        avg = float(item_deg.mean()) if item_deg.size else 1.0
+        length_norm = (1 - b) + b * item_deg / max(avg, 1e-9)
+        col = np.repeat(np.arange(n_items), np.diff(w.indptr))
+        w.data = w.data * (k1 + 1) / (k1 * length_norm[col] + 1.0)
+    else:
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=0)).ravel())
+        norms[norms == 0] = 1.0
+        col = np.repeat(np.arange(n_items), np.diff(w.indptr))
+        w.data /= norms[col].astype(np.float32)
+    return w
+
+
+class ItemKNN:
+    """Top-K item-item neighbours with a popularity fallback.
+
+    fit(user_items) -> self; similar_items(ids, N) and recommend(user_items, N) -> arrays;
+    save(dir) / load(dir) as a plain .npz (no pickle).
+    """
+
+    def __init__(
+        self,
+        *,
+        K: int = 20,  # noqa: N803 - implicit's spelling
+        similarity: str = "cosine",
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
+        num_threads: int = 2,
+    ) -> None:
+        if K < 1:
+            raise InputError(f"--k must be >= 1, got {K}")
+        if similarity not in SIMILARITIES:
+            raise InputError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+        self.K = K
+        self.similarity = similarity
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
+        self.num_threads = max(1, num_threads)
+        self.neighbours = np.zeros((0, K), dtype=np.int32)
+        self.scores = np.zeros((0, K), dtype=np.float32)
+        self.popularity = np.zeros(0, dtype=np.int64)
+        self._sim: sp.csr_matrix | None = None
+
+    @property
+    def n_items(self) -> int:
+        return int(self.popularity.size)
+
+    def params(self) -> dict[str, object]:
+        return {"K": self.K, "similarity": self.similarity, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
+
+    # -- training -------------------------------------------------------------------------
+
+    def _blocks(self, xt: sp.csr_matrix, user_deg: np.ndarray) -> Iterator[tuple[int, int]]:
+        work = np.cumsum(xt @ user_deg)  # multiply-adds per book row in X_blockᵀ·X
+        start = 0
+        n = xt.shape[0]
+        while start < n:
+            base = work[start - 1] if start else 0.0
+            stop = int(np.searchsorted(work, base + _BLOCK_WORK, side="right"))
+            stop = min(n, max(stop, start + 1))
+            yield start, stop
+            start = stop
+
+    def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
+        """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""
+        x = sp.csr_matrix(user_items, dtype=np.float32)
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        n_items = x.shape[1]
+        self.popularity = np.diff(x.tocsc().indptr).astype(np.int64)
+        w = _weight(x, self.similarity, self.bm25_k1, self.bm25_b)
+        wt = w.T.tocsr()  # books x customers (the CSC data reinterpreted, no copy of values)
+        wr = w.tocsr()  # customers x books
+        user_deg = np.diff(x.indptr).astype(np.float64)
+        xt_bin = sp.csr_matrix((np.ones_like(wt.data), wt.indices, wt.indptr), shape=wt.shape)
+        blocks = list(self._blocks(xt_bin, user_deg))
+        self.neighbours = np.full((n_items, self.K), -1, dtype=np.int32)
+        self.scores = np.zeros((n_items, self.K), dtype=np.float32)
+
+        def run(block: tuple[int, int]) -> None:
+            a, b = block
+            s = wt[a:b] @ wr
+            idx, val = csr_topk(s, self.K, exclude_col_offset=a)
+            self.neighbours[a:b], self.scores[a:b] = idx, val
+
+        done = 0
+        if self.num_threads == 1:
+            for blk in blocks:
+                run(blk)
+                done += 1
+                if progress:
+                    progress(done, len(blocks))
+        else:
+            with ThreadPoolExecutor(self.num_threads) as pool:
+                for _ in pool.map(run, blocks):
+                    done += 1
+                    if progress:
+                        progress(done, len(blocks))
+        self._sim = None
+        return self
+
+    # -- inference ------------------------------------------------------------------------
+
+    def similarity_matrix(self) -> sp.csr_matrix:
+        """Sparse book x book matrix of the kept neighbours (cached)."""
+        if self._sim is None:
+            n = self.n_items
+            valid = self.neighbours >= 0
+            rows = np.repeat(np.arange(n), valid.sum(axis=1))
+            self._sim = sp.csr_matrix(
+                (self.scores[valid], (rows, self.neighbours[valid])), shape=(n, n), dtype=np.float32
+            )
+        return self._sim
+
+    def similar_items(self, itemid: int | np.ndarray, N: int = 10) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+        """Neighbours of one book (1-D arrays) or a batch (2-D); -1 pads books with fewer."""
+        if N > self.K:
+            raise InputError(f"N must be <= K={self.K}, got {N}")
+        ids = np.asarray(itemid)
+        return self.neighbours[ids, :N], self.scores[ids, :N]
+
+    def popular(self, n: int) -> np.ndarray:
+        return np.argsort(-self.popularity, kind="stable")[:n].astype(np.int32)
+
+    def recommend(
+        self, user_items: sp.spmatrix, N: int = 10, *, filter_already_liked_items: bool = True  # noqa: N803
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N books per row of a customer x book matrix, filled up with popular books.
+
+        Scores are summed neighbour similarities; a popularity fill-in has score 0.
+        """
+        u = sp.csr_matrix(user_items, dtype=np.float32)
+        u.data[:] = 1.0
+        scores = (u @ self.similarity_matrix()).tocsr()
+        if filter_already_liked_items:
+            scores = scores - scores.multiply(u)
+            scores.eliminate_zeros()
+        ids, vals = csr_topk(scores, N)
+        return self._fill_popular(ids, vals, u if filter_already_liked_items else None, N)
+
+    def recommend_popular(self, user_items: sp.spmatrix, N: int = 10) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+        """The popularity baseline: most bought books the customer has not bought."""
+        u = sp.csr_matrix(user_items, dtype=np.float32)
+        ids = np.full((u.shape[0], N), -1, dtype=np.int32)
+        vals = np.zeros((u.shape[0], N), dtype=np.float32)
+        return self._fill_popular(ids, vals, u, N)
+
+    def _fill_popular(
+        self, ids: np.ndarray, vals: np.ndarray, liked: sp.csr_matrix | None, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if short.size == 0:
+            return ids, vals
+        ranked = self.popular(self.n_items)
+        head = ranked[: n + 64]
+        # Vectorised for the common case: the first n+64 popular books minus taken ones suffice.
+        taken = np.zeros((short.size, head.size), dtype=bool)
+        if liked is not None:
+            taken |= liked[short][:, head].toarray() > 0
+        present = ids[short]
+        taken |= (present[:, :, None] == head[None, None, :]).any(axis=1)
+        for j, row in enumerate(short):
+            free = np.flatnonzero(ids[row] < 0)
+            cand = head[~taken[j]]
+            if cand.size < free.size:  # a customer who bought nearly all the head: slow path
+                exclude = set(ids[row][ids[row] >= 0].tolist())
+                if liked is not None:
+                    exclude |= set(liked[row].indices.tolist())
+                cand = np.array([i for i in ranked if i not in exclude][: free.size], dtype=np.int32)
+            ids[row, free[: cand.size]] = cand[: free.size]
+            vals[row, free[: cand.size]] = 0.0
+        return ids, vals
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"neighbours": self.neighbours, "scores": self.scores, "popularity": self.popularity}
+
+    def save(self, directory: Path, extra: dict[str, np.ndarray] | None = None) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / MODEL_FILE
+        params = np.array([self.K, self.bm25_k1, self.bm25_b], dtype=np.float64)
+        arrays = {**self.arrays(), "params": params, "similarity": np.array(self.similarity), **(extra or {})}
+        np.savez(path, allow_pickle=False, **arrays)
+        return path
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ItemKNN:
+        k, k1, b = (float(v) for v in arrays["params"])
+        model = cls(K=int(k), similarity=str(arrays["similarity"]), bm25_k1=k1, bm25_b=b)
+        model.neighbours = arrays["neighbours"].astype(np.int32, copy=False)
+        model.scores = arrays["scores"].astype(np.float32, copy=False)
+        model.popularity = arrays["popularity"].astype(np.int64, copy=False)
+        n = model.popularity.size
+        if model.neighbours.shape != (n, model.K) or model.scores.shape != (n, model.K):
+            raise InputError(f"model arrays disagree: {n} books but neighbours {model.neighbours.shape}")
+        if model.neighbours.size and (model.neighbours.max() >= n or model.neighbours.min() < -1):
+            raise InputError("model neighbours point outside the catalogue")
+        return model
+
+    @classmethod
+    def load(cls, directory: Path) -> ItemKNN:
+        with np.load(directory / MODEL_FILE, allow_pickle=False) as npz:
+            return cls.from_arrays({k: npz[k] for k in npz.files})
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

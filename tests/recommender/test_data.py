@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender.data import read_orders
+from recommender.errors import InputError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_any_string_ids_without_timestamps(tmp_path: Path) -> None:
+    p = _write(tmp_path / "o.csv", "book_id,customer_id,extra\nX-1,alice,1\nY 2,bob,2\nX-1,bob,3\nX-1,alice,4\n")
+    data = read_orders(p)
+    assert data.ordered_at is None
+    assert data.user_ids.tolist() == ["alice", "bob"]
+    assert data.item_ids.tolist() == ["X-1", "Y 2"]
+    m = data.matrix()
+    assert m.toarray().tolist() == [[1.0, 0.0], [1.0, 1.0]]  # repeat purchase counted once
+
+
+def test_catalog_adds_unsold_books(tmp_path: Path) -> None:
+    o = _write(tmp_path / "o.csv", "customer_id,book_id\nc1,b2\n")
+    c = _write(tmp_path / "c.csv", "book_id,title\nb1,One\nb2,Two\nb3,Three\n")
+    data = read_orders(o, c)
+    assert data.item_ids.tolist() == ["b1", "b2", "b3"]
+    assert data.matrix().shape == (1, 3)
+
+
+def test_timestamps_parsed(tmp_path: Path) -> None:
+    o = _write(tmp_path / "o.csv", "customer_id,book_id,ordered_at\nc1,b1,2025-01-02T03:04:05Z\nc1,b2,2025-01-01\n")
+    data = read_orders(o)
+    assert data.ordered_at is not None
+    assert data.ordered_at[0] > data.ordered_at[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("customer,book_id\nc1,b1\n", "no column customer_id"),
+        ("customer_id,book_id\n", "no orders"),
+        ("customer_id,book_id\nc1\n", "line 2"),
+        ("customer_id,book_id\nc1,\n", "empty book_id"),
+        ("customer_id,book_id,ordered_at\nc1,b1,yesterday\n", "not ISO 8601"),
+    ],
+)
+def test_bad_files_get_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    p = _write(tmp_path / "o.csv", text)
+    with pytest.raises(InputError, match=message):
+        read_orders(p)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        read_orders(tmp_path / "nope.csv")
+
+
+def test_binary_garbage(tmp_path: Path) -> None:
+    p = tmp_path / "o.csv"
+    p.write_bytes(b"customer_id,book_id\n\xff\xfe\x00,1\n")
+    with pytest.raises(InputError, match="readable"):
+        read_orders(p)
+
+
+def test_codes_round_trip(small_data: Path) -> None:
+    data = read_orders(small_data / "orders.csv", small_data / "catalog.csv")
+    assert data.users.max() < data.n_users
+    assert np.all(np.diff(data.item_ids.astype(str) < data.item_ids.astype(str)) == 0)  # sorted unique
+    assert data.matrix().nnz <= data.users.size

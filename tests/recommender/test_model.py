@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommender.errors import InputError
+from recommender.model import SIMILARITIES, ItemKNN
+from tests.recommender.conftest import random_purchases
+
+
+def _cosine(x: sp.csr_matrix) -> np.ndarray:
+    d = x.toarray().astype(np.float64)
+    norms = np.linalg.norm(d, axis=0)
+    norms[norms == 0] = 1
+    d /= norms
+    sim = d.T @ d
+    np.fill_diagonal(sim, 0)
+    return sim
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cosine_neighbours_match_brute_force(threads: int) -> None:
+    x = random_purchases(0, 300, 80, 0.08)
+    model = ItemKNN(K=10, num_threads=threads).fit(x)
+    sim = _cosine(x)
+    for item in range(80):
+        got = model.neighbours[item][model.neighbours[item] >= 0]
+        np.testing.assert_allclose(model.scores[item][: got.size], sim[item, got], rtol=1e-5)
+        # Everything kept scores at least as high as everything left out (ties aside).
+        left_out = np.setdiff1d(np.flatnonzero(sim[item] > 0), got)
+        if left_out.size and got.size:
+            assert sim[item, left_out].max() <= sim[item, got].min() + 1e-6
+        assert item not in got
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_every_similarity_fits_and_ranks(similarity: str) -> None:
+    x = random_purchases(1, 200, 50, 0.1)
+    model = ItemKNN(K=5, similarity=similarity).fit(x)
+    assert model.neighbours.shape == (50, 5)
+    assert (np.diff(model.scores, axis=1) <= 1e-7).all()  # best first
+    assert model.popularity.tolist() == np.asarray((x > 0).sum(axis=0)).ravel().tolist()
+
+
+def test_bm25_damps_popular_neighbours() -> None:
+    """A book bought by everyone is the top cosine... less so under BM25."""
+    rng = np.random.default_rng(2)
+    dense = rng.random((400, 30)) < 0.05
+    dense[:, 0] = rng.random(400) < 0.9  # a bestseller
+    x = sp.csr_matrix(dense.astype(np.float32))
+    rank_of_bestseller = {}
+    for sim in ("cosine", "bm25"):
+        m = ItemKNN(K=29, similarity=sim).fit(x)
+        ranks = [list(m.neighbours[i]).index(0) for i in range(1, 30) if 0 in m.neighbours[i]]
+        rank_of_bestseller[sim] = float(np.mean(ranks))
+    assert rank_of_bestseller["bm25"] > rank_of_bestseller["cosine"]
+
+
+def test_similar_items_one_or_batch() -> None:
+    model = ItemKNN(K=4).fit(random_purchases(3, 100, 20, 0.2))
+    ids, scores = model.similar_items(3, N=3)
+    assert ids.shape == (3,) and scores.shape == (3,)
+    ids, scores = model.similar_items(np.array([1, 2]), N=2)
+    assert ids.shape == (2, 2)
+    with pytest.raises(InputError):
+        model.similar_items(1, N=5)
+
+
+def test_recommend_excludes_bought_and_fills_with_popular() -> None:
+    x = random_purchases(4, 200, 40, 0.1)
+    model = ItemKNN(K=3).fit(x)
+    ids, _ = model.recommend(x[:20], N=15)
+    assert (ids >= 0).all()
+    for u in range(20):
+        bought = set(x[u].indices.tolist())
+        assert not bought & set(ids[u].tolist())
+        assert len(set(ids[u].tolist())) == 15
+    ids, _ = model.recommend_popular(x[:5], N=3)
+    order = model.popular(40).tolist()
+    for u in range(5):
+        expected = [i for i in order if i not in set(x[u].indices.tolist())][:3]
+        assert ids[u].tolist() == expected
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = ItemKNN(K=4, similarity="bm25", bm25_k1=2.0).fit(random_purchases(5, 100, 25, 0.1))
+    model.save(tmp_path)
+    loaded = ItemKNN.load(tmp_path)
+    np.testing.assert_array_equal(loaded.neighbours, model.neighbours)
+    np.testing.assert_array_equal(loaded.scores, model.scores)
+    assert loaded.params() == model.params()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"K": 0}, "--k"), ({"similarity": "jaccard"}, "--similarity")])
+def test_bad_parameters(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        ItemKNN(**kwargs)  # type: ignore[arg-type]
