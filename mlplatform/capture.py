@@ -157,9 +157,73 @@ def _command_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
 
 OUTPUT_FILLERS: dict[str, OutputFiller] = {
     "command:local:Command": _command_outputs,
+    # AWS (eks stack): computed fields the program reads back, in wire (camelCase) names.
+    "aws:eks/cluster:Cluster": lambda a: {
+        "endpoint": "https://0123456789ABCDEF.gr7.us-east-1.eks.amazonaws.com",
+        "certificateAuthority": {"data": "bW9jay1jYQ=="},
+        "arn": f"arn:aws:eks:us-east-1:123456789012:cluster/{a.inputs.get('name', a.name)}",
+        "vpcConfig": {
+            **(a.inputs.get("vpcConfig") or {}),
+            "clusterSecurityGroupId": "sg-0eksclustermock",
+            "vpcId": "vpc-mock",
+        },
+    },
+    "aws:iam/role:Role": lambda a: {
+        "name": a.inputs.get("name", a.name),
+        "arn": f"arn:aws:iam::123456789012:role/{a.inputs.get('name', a.name)}",
+    },
+    "aws:eks/nodeGroup:NodeGroup": lambda a: {
+        "nodeGroupName": a.inputs.get("nodeGroupName", a.name),
+        "resources": [{"autoscalingGroups": [{"name": f"eks-{a.name}-asg"}], "remoteAccessSecurityGroupId": ""}],
+    },
+    "aws:ecr/repository:Repository": lambda a: {
+        "repositoryUrl": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{a.inputs.get('name', a.name)}",
+        "arn": f"arn:aws:ecr:us-east-1:123456789012:repository/{a.inputs.get('name', a.name)}",
+    },
 }
 # Invoke token -> answer. Anything else raises: an unanswered invoke would return empty fields.
-INVOKE_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+INVOKE_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # AWS (eks stack): an account in us-east-1, deployed by an assumed role (the harder case for
+    # EKS access entries, which need the role ARN, not the STS session ARN).
+    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
+        "id": "us-east-1",
+        "names": ["us-east-1a", "us-east-1b", "us-east-1c"],
+        "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
+        "groupNames": ["us-east-1", "us-east-1", "us-east-1"],
+    },
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
+        "id": "123456789012",
+        "accountId": "123456789012",
+        "arn": "arn:aws:sts::123456789012:assumed-role/PlatformAdmin/deployer",
+        "userId": "AROAEXAMPLEROLEID:deployer",
+    },
+    "aws:iam/getSessionContext:getSessionContext": lambda args: {
+        "id": args["arn"],
+        "arn": args["arn"],
+        **(
+            {
+                "issuerArn": "arn:aws:iam::123456789012:role/" + args["arn"].split("/")[1],
+                "issuerName": args["arn"].split("/")[1],
+                "sessionName": args["arn"].split("/")[2],
+            }
+            if ":assumed-role/" in args["arn"]
+            else {"issuerArn": args["arn"], "issuerName": args["arn"].rsplit("/", 1)[-1]}
+        ),
+    },
+    "aws:index/getPartition:getPartition": lambda args: {
+        "id": "aws",
+        "partition": "aws",
+        "dnsSuffix": "amazonaws.com",
+        "reverseDnsPrefix": "com.amazonaws",
+    },
+    "aws:index/getRegion:getRegion": lambda args: {
+        "id": "us-east-1",
+        "name": "us-east-1",
+        "region": "us-east-1",
+        "endpoint": "ec2.us-east-1.amazonaws.com",
+        "description": "US East (N. Virginia)",
+    },
+}
 
 
 class PlatformMocks(pulumi_mocks.Mocks):

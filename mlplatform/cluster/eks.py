@@ -1,0 +1,347 @@
+"""An AWS EKS cluster with a CPU pool and a tainted GPU pool, built with pulumi-aws only.
+
+The EKS twin of ``kind.py``: the same ``Cluster`` interface (provider, pools, ready, model store,
+image registry), so nothing above this module branches on the cloud. What differs for real lives
+here: a VPC, IAM, managed node groups, pinned EKS add-ons, EFS for the model store and ECR for
+images.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from ..config import ConfigError, PlatformConfig
+from .eks_iam import (
+    CLUSTER_POLICIES,
+    EBS_CSI_POLICIES,
+    EFS_CSI_POLICIES,
+    NODE_POLICIES,
+    POD_IDENTITY_ACTIONS,
+    POD_IDENTITY_PRINCIPAL,
+    iam_role_arn,
+    role_with_policies,
+)
+from .eks_network import Vpc, VpcArgs
+from .eks_nodes import GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
+from .eks_storage import EfsModelStore, EfsModelStoreArgs
+from .pools import node_pools
+
+__all__ = ["ADDON_VERSIONS", "CLUSTER_ADMIN_POLICY", "EksCluster", "addon_versions", "kubeconfig"]
+
+# EKS add-on versions per Kubernetes minor, pinned: an unpinned add-on resolves to whatever is
+# newest at apply time, so two `pulumi up`s of the same commit could differ.
+# Sources (checked for Kubernetes 1.34): coredns and kube-proxy from the "latest version per
+# Kubernetes version" tables of the Amazon EKS user guide (managing-coredns, managing-kube-proxy);
+# vpc-cni, eks-pod-identity-agent, aws-ebs-csi-driver and aws-efs-csi-driver from a public
+# Terraform configuration of an EKS 1.34 cluster (spack infrastructure, terraform-aws-modules/eks
+# 21.8.0). Refresh with: aws eks describe-addon-versions --kubernetes-version 1.34 --addon-name <name>
+ADDON_VERSIONS: dict[str, dict[str, str]] = {
+    "1.34": {
+        "vpc-cni": "v1.20.4-eksbuild.1",
+        "kube-proxy": "v1.34.1-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
+        "coredns": "v1.12.4-eksbuild.1",
+        "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
+        "aws-efs-csi-driver": "v2.1.13-eksbuild.1",
+    },
+}
+# Installed before any node joins: nodes need pod networking and kube-proxy to become Ready, and
+# the Pod Identity agent must run before the CSI drivers ask it for credentials.
+_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# Deployments that need a node to run on: created after the CPU node group, or they never turn ACTIVE.
+_AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "aws-efs-csi-driver")
+# Service accounts the CSI controllers run as (fixed by the add-ons), for EKS Pod Identity.
+_CSI_SERVICE_ACCOUNTS = {"aws-ebs-csi-driver": "ebs-csi-controller-sa", "aws-efs-csi-driver": "efs-csi-controller-sa"}
+CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+_GPU_DISK_GIB = 100  # the CUDA images and the NVIDIA AMI's own footprint need more than CPU nodes
+
+
+def addon_versions(kubernetes_version: str) -> dict[str, str]:
+    """The pinned add-on versions for ``kubernetes_version``, or a ConfigError saying how to add them."""
+    try:
+        return ADDON_VERSIONS[kubernetes_version]
+    except KeyError:
+        known = ", ".join(sorted(ADDON_VERSIONS))
+        raise ConfigError(
+            [
+                f"ml-platform:kubernetesVersion = {kubernetes_version!r} has no pinned EKS add-on versions "
+                f"(pinned: {known}); add them to mlplatform.cluster.eks.ADDON_VERSIONS from "
+                f"`aws eks describe-addon-versions --kubernetes-version {kubernetes_version}`"
+            ]
+        ) from None
+
+
+def kubeconfig(
+    cluster_name: str, endpoint: str, ca_data: str, region: str, *, profile: str | None = None
+) -> dict[str, Any]:
+    """A kubeconfig that authenticates with ``aws eks get-token`` (no long-lived token stored)."""
+    env = [{"name": "AWS_PROFILE", "value": profile}] if profile else None
+    user: dict[str, Any] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region, "--output", "json"],
+            "interactiveMode": "Never",
+        }
+    }
+    if env:
+        user["exec"]["env"] = env
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+        "current-context": cluster_name,
+        "users": [{"name": cluster_name, "user": user}],
+    }
+
+
+def _zones(count: int) -> list[str]:
+    """The first ``count`` default (non opt-in) zones of the region, or a ConfigError."""
+    found = aws.get_availability_zones(
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+    )
+    names = sorted(found.names)
+    if len(names) < count:
+        raise ConfigError(
+            [f"ml-platform:eksAvailabilityZones = {count} is not allowed: this region has only {len(names)} ({names})"]
+        )
+    return names[:count]
+
+
+class EksCluster(pulumi.ComponentResource):
+    """An EKS cluster in its own VPC, a CPU and a GPU managed node group, and a provider for it.
+
+    Guarantees: nodes run only in private subnets; GPU nodes (``AL2023_x86_64_NVIDIA``) carry the
+    GPU pool's labels and the ``nvidia.com/gpu=present:NoSchedule`` taint from registration, CPU
+    nodes carry no taint; the API endpoint is private, and public only to
+    ``eksPublicAccessCidrs`` when set; authentication is by EKS access entries (API mode) and only
+    the deploying IAM principal is cluster admin; each IAM role holds only its documented
+    managed policies; add-ons are pinned (``ADDON_VERSIONS``); the model store is an encrypted
+    EFS file system behind the ``model_store_class`` StorageClass; images go to an ECR repository
+    (immutable tags, scan on push); the kubeconfig output is a secret using ``aws eks get-token``.
+
+    Teardown: everything that puts ENIs or load balancers into the VPC (node groups, add-ons,
+    mount targets, Kubernetes objects through ``provider``) depends on the cluster, and the
+    cluster on the whole ``Vpc`` component, so ``pulumi destroy`` deletes them before the NAT
+    gateway, internet gateway and subnets.
+    """
+
+    def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:EksCluster", name, None, opts)
+        eks = config.eks
+        versions = addon_versions(config.kubernetes_version)
+        self.cpu_pool, self.gpu_pool = node_pools(config)
+        partition = aws.get_partition().partition
+        region = aws.get_region().region
+        caller = aws.get_caller_identity()
+        session = aws.iam.get_session_context(arn=caller.arn)
+        admin_arn = iam_role_arn(caller.arn, session.issuer_arn)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.vpc = Vpc(
+            f"{name}-net",
+            VpcArgs(cidr=eks.vpc_cidr, zones=tuple(_zones(eks.availability_zones)), cluster_name=config.cluster_name),
+            opts=child,
+        )
+
+        cluster_role, cluster_role_attachments = role_with_policies(
+            f"{name}-cluster", service="eks.amazonaws.com", policies=CLUSTER_POLICIES, partition=partition, parent=self
+        )
+        node_role, node_role_attachments = role_with_policies(
+            f"{name}-node", service="ec2.amazonaws.com", policies=NODE_POLICIES, partition=partition, parent=self
+        )
+        if not eks.public_access_cidrs:
+            pulumi.log.warn(
+                "eks: the API endpoint is private (ml-platform:eksPublicAccessCidrs is empty), so the Kubernetes "
+                "half of this stack only deploys from inside the VPC (VPN, bastion, CI runner there). To deploy "
+                "from here: pulumi config set --path 'ml-platform:eksPublicAccessCidrs[0]' <your-ip>/32",
+                resource=self,
+            )
+        self.cluster = aws.eks.Cluster(
+            f"{name}-eks",
+            name=config.cluster_name,
+            version=config.kubernetes_version,
+            role_arn=cluster_role.arn,
+            access_config={
+                "authentication_mode": "API",
+                # The admin entry below is explicit; a bootstrap entry for the same principal would clash.
+                "bootstrap_cluster_creator_admin_permissions": False,
+            },
+            # We install vpc-cni, kube-proxy and coredns as pinned add-ons instead.
+            bootstrap_self_managed_addons=False,
+            vpc_config={
+                "subnet_ids": self.vpc.private_subnet_ids,
+                "endpoint_private_access": True,
+                "endpoint_public_access": bool(eks.public_access_cidrs),
+                "public_access_cidrs": list(eks.public_access_cidrs) or None,
+            },
+            tags={"Name": config.cluster_name},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Explicit name: a replacement must delete the old cluster first.
+                delete_before_replace=True,
+                # Created after (and destroyed before) the subnets' routes and NAT gateway.
+                depends_on=[self.vpc, cluster_role, *cluster_role_attachments],
+            ),
+        )
+        self.cluster_name: pulumi.Output[str] = self.cluster.name
+        cluster_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
+
+        admin_entry = aws.eks.AccessEntry(
+            f"{name}-admin", cluster_name=self.cluster.name, principal_arn=admin_arn, type="STANDARD", opts=cluster_opts
+        )
+        self.admin_access = aws.eks.AccessPolicyAssociation(
+            f"{name}-admin",
+            cluster_name=self.cluster.name,
+            principal_arn=admin_entry.principal_arn,
+            policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{CLUSTER_ADMIN_POLICY}",
+            access_scope={"type": "cluster"},
+            opts=cluster_opts,
+        )
+
+        self.addons: dict[str, aws.eks.Addon] = {}
+        for addon in _BEFORE_NODES:
+            self.addons[addon] = self._addon(name, addon, versions[addon], depends_on=[self.cluster])
+
+        node_common: dict[str, Any] = {
+            "cluster_name": self.cluster.name,
+            "node_role_arn": node_role.arn,
+            "subnet_ids": self.vpc.private_subnet_ids,
+            # The role's policy attachments too: a node without them cannot join.
+            "after": [*self.addons.values(), node_role, *node_role_attachments],
+        }
+        after_addons = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
+        self.cpu_nodes = EksNodeGroup(
+            f"{name}-cpu",
+            EksNodeGroupArgs(
+                **node_common,
+                pool=self.cpu_pool,
+                instance_types=eks.cpu_instance_types,
+                min_size=eks.cpu_nodes_min,
+                desired_size=eks.cpu_nodes_desired,
+                max_size=eks.cpu_nodes_max,
+            ),
+            opts=after_addons,
+        )
+        self.gpu_nodes = EksNodeGroup(
+            f"{name}-gpu",
+            EksNodeGroupArgs(
+                **node_common,
+                pool=self.gpu_pool,
+                instance_types=eks.gpu_instance_types,
+                min_size=eks.gpu_nodes_min,
+                desired_size=eks.gpu_nodes_desired,
+                max_size=eks.gpu_nodes_max,
+                ami_type=GPU_AMI_TYPE,
+                disk_size_gib=_GPU_DISK_GIB,
+            ),
+            opts=after_addons,
+        )
+
+        csi_roles = {
+            addon: role_with_policies(
+                f"{name}-{addon.removeprefix('aws-').removesuffix('-driver')}",
+                service=POD_IDENTITY_PRINCIPAL,
+                actions=POD_IDENTITY_ACTIONS,
+                policies=policies,
+                partition=partition,
+                parent=self,
+            )
+            for addon, policies in (("aws-ebs-csi-driver", EBS_CSI_POLICIES), ("aws-efs-csi-driver", EFS_CSI_POLICIES))
+        }
+        for addon in _AFTER_NODES:
+            identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None
+            role_deps: list[pulumi.Resource] = []
+            if addon in csi_roles:
+                role, attachments = csi_roles[addon]
+                identity = [
+                    aws.eks.AddonPodIdentityAssociationArgs(
+                        role_arn=role.arn, service_account=_CSI_SERVICE_ACCOUNTS[addon]
+                    )
+                ]
+                role_deps = [role, *attachments]
+            self.addons[addon] = self._addon(
+                name,
+                addon,
+                versions[addon],
+                pod_identity=identity,
+                depends_on=[self.cpu_nodes, self.addons["eks-pod-identity-agent"], *role_deps],
+            )
+
+        ca_data = self.cluster.certificate_authority.apply(lambda ca: ca.data)
+        profile = pulumi.Config("aws").get("profile")
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, ca_data).apply(
+                lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], region, profile=profile))
+            )
+        )
+        self.provider = k8s.Provider(f"{name}-provider", kubeconfig=self.kubeconfig, opts=child)
+
+        # EKS creates this group and attaches it to the control plane and every managed node.
+        cluster_sg = cast(pulumi.Output[str], self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id))
+        self.model_store = EfsModelStore(
+            f"{name}-models",
+            EfsModelStoreArgs(
+                vpc_id=self.vpc.vpc_id,
+                subnet_ids=self.vpc.private_subnet_ids,
+                client_security_group_id=cluster_sg,
+                class_depends_on=[self.addons["aws-efs-csi-driver"], self.admin_access],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers=[self.provider], depends_on=[self.cluster]),
+        )
+        self.model_store_class: str | None = self.model_store.class_name
+
+        self.registry = aws.ecr.Repository(
+            f"{name}-images",
+            name=f"{config.cluster_name}/recommender",
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            # Destroy must not stall on pushed images: they are rebuilt from the repository.
+            force_delete=True,
+            opts=child,
+        )
+        self.image_repository: pulumi.Output[str] | None = self.registry.repository_url
+
+        self.ready: list[pulumi.Resource] = [
+            self.admin_access,
+            self.cpu_nodes,
+            self.gpu_nodes,
+            *self.addons.values(),
+            self.model_store,
+        ]
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "kubeconfig": self.kubeconfig,
+                "vpc_id": self.vpc.vpc_id,
+                "image_repository": self.image_repository,
+                "model_store_file_system_id": self.model_store.file_system_id,
+            }
+        )
+
+    def _addon(
+        self,
+        name: str,
+        addon: str,
+        version: str,
+        *,
+        depends_on: list[pulumi.Resource],
+        pod_identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None,
+    ) -> aws.eks.Addon:
+        return aws.eks.Addon(
+            f"{name}-{addon}",
+            cluster_name=self.cluster.name,
+            addon_name=addon,
+            addon_version=version,
+            pod_identity_associations=pod_identity,
+            resolve_conflicts_on_create="OVERWRITE",
+            # Keep settings someone changed in the cluster on upgrade; Pulumi still pins the version.
+            resolve_conflicts_on_update="PRESERVE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
