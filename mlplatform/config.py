@@ -104,7 +104,7 @@ KEYS: dict[str, Key] = {
     "recommenderImage": Key(
         "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
     ),
-    "recommenderMinReplicas": Key("integer", 1, "Serving HPA minimum replicas."),
+    "recommenderMinReplicas": Key("integer", 2, "Serving HPA minimum replicas (2 keeps serving through a node drain)."),
     "recommenderMaxReplicas": Key("integer", 4, "Serving HPA maximum replicas."),
     "recommenderTrainingCpu": Key("string", "1", "CPU request (= limit) of a training pod."),
     "recommenderTrainingMemory": Key("string", "2Gi", "Memory request (= limit) of a training pod."),
@@ -166,7 +166,7 @@ class TeamConfig:
 class RecommenderConfig:
     enabled: bool = True
     image: str = ""  # empty: built from recommender/Dockerfile and loaded into kind
-    min_replicas: int = 1
+    min_replicas: int = 2  # with the PDB, one replica always serves during a drain or rollout
     max_replicas: int = 4
     training_cpu: str = "1"
     training_memory: str = "2Gi"

@@ -89,6 +89,10 @@ def deploy(config: PlatformConfig) -> Platform:
         for team in config.teams
     }
     platform = Platform(config, cluster, gpu, kueue, metrics, namespaces, monitoring=monitoring)
+    if config.recommender.enabled:
+        from workloads.bookstore import deploy_bookstore
+
+        platform.apps["bookstore"] = deploy_bookstore(platform)
     pulumi.export("clusterName", cluster.cluster_name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("mlNamespaces", [t.name for t in config.teams])

@@ -187,7 +187,8 @@ class MlNamespace(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *(queue_depends_on or [])]),
         )
         self.namespace_name: pulumi.Output[str] = pulumi.Output.from_input(team.name)
-        self.local_queue_name: pulumi.Output[str] = pulumi.Output.from_input(queue["metadata"]["name"])
+        self.local_queue_name_value: str = queue["metadata"]["name"]
+        self.local_queue_name: pulumi.Output[str] = pulumi.Output.from_input(self.local_queue_name_value)
         self.register_outputs({"namespace_name": self.namespace_name, "local_queue_name": self.local_queue_name})
 
     def allow_ingress_from(

@@ -96,7 +96,7 @@ def test_values_arrive_as_strings_like_the_cli_sends_them() -> None:
         ({"recommenderImage": "bookstore"}, "a pinned reference"),
         (
             {"recommenderMaxReplicas": "0"},
-            "ml-platform:recommenderMaxReplicas = 0 is not allowed: >= recommenderMinReplicas (1)",
+            "ml-platform:recommenderMaxReplicas = 0 is not allowed: >= recommenderMinReplicas (2)",
         ),
         ({"recommenderRetrainSchedule": "every night"}, "a 5-field cron expression"),
         ({"gpuTimeSlicingReplicas": "0"}, "an integer from 1 (off) to 32"),

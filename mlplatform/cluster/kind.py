@@ -35,6 +35,14 @@ kind get kubeconfig --name "$KIND_CLUSTER"
 """
 _DELETE = 'kind delete cluster --name "$KIND_CLUSTER" >&2'
 
+# One model-store directory per team, writable by the pods' non-root UID (hostPath-backed
+# volumes ignore fsGroup, so the permission has to be right on the host).
+_STORE_DIRS = r"""set -euo pipefail
+for team in $TEAMS; do
+  mkdir -p "$MODEL_STORE/$team" && chmod 0777 "$MODEL_STORE/$team"
+done
+"""
+
 # Kubernetes' documented way to advertise an extended resource: patch the node *status*.
 _SIMULATE_GPUS = r"""set -euo pipefail
 kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
@@ -121,6 +129,16 @@ class KindCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ready: list[pulumi.Resource] = [cluster]
+        teams = " ".join(t.name for t in config.teams)
+        store_dirs = command.local.Command(
+            f"{name}-model-store-dirs",
+            create=_STORE_DIRS,
+            interpreter=["/bin/bash", "-c"],
+            environment={"MODEL_STORE": config.kind.model_store_path, "TEAMS": teams},
+            triggers=[config.kind.model_store_path, teams],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ready.append(store_dirs)
         self.model_store_class: str | None = None  # static hostPath PV over MODEL_STORE_NODE_PATH
         self.image_repository: pulumi.Output[str] | None = None  # images go in with `kind load`
         if config.kind.simulate_gpus and config.kind.gpu_workers > 0:

@@ -1,0 +1,221 @@
+"""Workload components: each guarantee asserted on the pure manifests and on the wired dev stack."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlplatform.capture import Capture
+from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH
+from tests.validation import validate_manifest
+from workloads import (
+    EmptyDir,
+    InferenceSpec,
+    ModelStoreArgs,
+    RetrainSpec,
+    TrainingSpec,
+    content_tag,
+    inference_manifests,
+    model_store_manifests,
+    retrain_cronjob_manifest,
+    training_job_manifest,
+)
+from workloads.inference_service import Client
+from workloads.pod import Mount
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+TRAINING = TrainingSpec(
+    name="train",
+    namespace="team",
+    image="img:1",
+    command=["python", "-m", "x"],
+    args=["run"],
+    volumes=[Mount("store", "/models", "model-store"), EmptyDir("tmp", "/tmp")],
+)
+
+
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def assert_restricted(manifest: dict[str, Any]) -> None:
+    pod = pod_spec(manifest)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert not any("hostPath" in v for v in pod.get("volumes", []))
+    for container in pod["containers"]:
+        assert container["securityContext"] == RESTRICTED_CONTAINER
+        # Writable paths are exactly the declared volumes (the root filesystem is read-only).
+        assert {m["name"] for m in container["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert set(requests) == set(limits) >= {"cpu", "memory"}
+
+
+def test_training_job_is_queued_suspended_and_restricted() -> None:
+    job = training_job_manifest(TRAINING)
+    validate_manifest(job)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["ttlSecondsAfterFinished"] == 86400
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert_restricted(job)
+    assert "nvidia.com/gpu" not in pod_spec(job)["containers"][0]["resources"]["requests"]
+
+
+def test_gpu_training_job_requests_whole_gpus_with_limit_equal_to_request() -> None:
+    job = training_job_manifest(replace(TRAINING, gpus=2, priority_class="production"))
+    validate_manifest(job)
+    res = pod_spec(job)["containers"][0]["resources"]
+    assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == "2"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "production"
+
+
+def test_retrain_schedule_never_overlaps_and_queues_every_job() -> None:
+    cron = retrain_cronjob_manifest(RetrainSpec(training=TRAINING, schedule="15 2 * * *"))
+    validate_manifest(cron)
+    assert cron["spec"]["schedule"] == "15 2 * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    template = cron["spec"]["jobTemplate"]
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
+    assert template["spec"]["suspend"] is True
+    assert template["spec"] == training_job_manifest(TRAINING)["spec"]
+    assert_restricted(cron)
+
+
+SERVING = InferenceSpec(
+    name="svc",
+    namespace="team",
+    image="img:1",
+    command=["python", "-m", "x"],
+    args=["serve"],
+    volumes=[Mount("store", "/models", "model-store", read_only=True), EmptyDir("tmp", "/tmp")],
+    clients=[Client(pods={"role": "frontend"})],
+    version="abc123",
+)
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects}
+
+
+def test_inference_service_objects_and_their_guarantees() -> None:
+    objects = inference_manifests(SERVING)
+    for o in objects:
+        validate_manifest(o)
+    kinds = by_kind(objects)
+    assert set(kinds) == {
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    deployment = kinds["Deployment"]
+    assert "replicas" not in deployment["spec"]  # owned by the HPA
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == "abc123"
+    assert_restricted(deployment)
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 600
+    assert pod_spec(deployment)["serviceAccountName"] == "svc"
+    assert kinds["ServiceAccount"]["automountServiceAccountToken"] is False
+    service = kinds["Service"]
+    assert (
+        service["spec"]["type"] == "ClusterIP"
+        and service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    )
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 4)
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    policy = kinds["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}], "ports": [{"protocol": "TCP", "port": 8080}]}
+    ]
+
+
+def test_inference_service_can_scale_on_a_custom_metric() -> None:
+    metric = {
+        "type": "Pods",
+        "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "100"}},
+    }
+    hpa = by_kind(inference_manifests(replace(SERVING, scale_metric=metric)))["HorizontalPodAutoscaler"]
+    validate_manifest(hpa)
+    assert hpa["spec"]["metrics"] == [metric]
+
+
+def test_model_store_on_kind_is_a_static_rwx_volume_bound_to_its_claim() -> None:
+    pv, pvc = model_store_manifests(ModelStoreArgs(namespace="team", node_path=MODEL_STORE_NODE_PATH))
+    for o in (pv, pvc):
+        validate_manifest(o)
+    assert pv["spec"]["hostPath"] == {"path": f"{MODEL_STORE_NODE_PATH}/team", "type": "Directory"}
+    assert pv["spec"]["accessModes"] == pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pv["spec"]["claimRef"] == {"namespace": "team", "name": "model-store"}
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"] and pvc["spec"]["storageClassName"] == ""
+
+
+def test_model_store_in_the_cloud_is_a_claim_on_a_storage_class() -> None:
+    (pvc,) = model_store_manifests(ModelStoreArgs(namespace="team", storage_class="efs-models"))
+    validate_manifest(pvc)
+    assert pvc["spec"]["storageClassName"] == "efs-models" and "volumeName" not in pvc["spec"]
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelStoreArgs(namespace="team")
+
+
+def test_content_tag_follows_what_the_build_sees(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "app.py").write_text("print(1)\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_app.py").write_text("x = 1\n")
+    (tmp_path / ".dockerignore").write_text("# not in the image\ntests\n")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    tag = content_tag(tmp_path, dockerfile)
+    assert len(tag) == 12
+    (tmp_path / "tests" / "test_app.py").write_text("x = 2\n")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "app.pyc").write_bytes(b"\0")
+    assert content_tag(tmp_path, dockerfile) == tag
+    (tmp_path / "pkg" / "app.py").write_text("print(2)\n")
+    assert content_tag(tmp_path, dockerfile) != tag
+
+
+def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
+    job, deployment = dev.named("bookstore-train-job"), dev.named("bookstore-recommender-deployment")
+    build = dev.named("bookstore-image-build")
+    image = build.props["environment"]["IMAGE"]
+    name, tag = image.split(":")
+    assert name == "bookstore-recommender" and len(tag) == 12
+    for r in (job, deployment, dev.named("bookstore-retrain-cronjob")):
+        (container,) = pod_spec(r.manifest())["containers"]
+        assert container["image"] == image
+        assert_restricted(r.manifest())
+    assert deployment.manifest()["metadata"]["labels"]["app.kubernetes.io/version"] == tag
+    assert "kind load docker-image" in build.props["create"] and build.props["triggers"] == [image]
+    # Serving starts after training finished; training after its model store exists.
+    assert job.urn in deployment.dependencies or any(
+        "TrainingJob::bookstore-train" in d for d in deployment.dependencies
+    )
+    assert any("ModelStore::bookstore-models" in d for d in job.dependencies)
+    assert dev.named("bookstore-train-job").manifest()["metadata"]["namespace"] == "bookstore-ml"

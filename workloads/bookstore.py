@@ -1,0 +1,159 @@
+"""The Bookstore recommender on the platform: train -> evaluate -> register -> promote as a queued
+Job, a nightly retrain, and the serving stack.
+
+This is the one module that knows the recommender's command line, ports, probe paths and
+writable paths (its side of the contract is ``recommender/contract.py``); a test runs the
+rendered containers' commands against the real package to prove both sides agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pulumi
+
+from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH
+
+from .image import ContainerImage, ContainerImageArgs
+from .inference_service import Client, InferenceService, InferenceSpec
+from .model_store import ModelStore, ModelStoreArgs
+from .pod import EmptyDir
+from .retrain_schedule import RetrainSchedule, RetrainSpec
+from .training_job import TrainingJob, TrainingSpec
+
+if TYPE_CHECKING:
+    from mlplatform.program import Platform
+
+__all__ = ["Bookstore", "deploy_bookstore", "pipeline_args", "serve_args"]
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = ("python", "-m", "recommender")
+MODEL = "bookstore"
+ALIAS = "production"
+PORT = 8080
+READY_PATH, LIVE_PATH, METRICS_PATH = "/ready", "/live", "/metrics"
+REGISTRY_PATH = "/models"  # the model store claim
+WORKDIR_PATH = "/work"  # scratch: generated data and the artifact before registration
+TMP_PATH = "/tmp"
+CLIENT_LABEL = "mlplatform.io/recommender-client"
+
+
+def pipeline_args(*, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000) -> list[str]:
+    """generate -> train -> evaluate (gate) -> register -> promote; idempotent for a retried pod."""
+    return [
+        "pipeline",
+        "--workdir", WORKDIR_PATH,
+        "--registry", REGISTRY_PATH,
+        "--model", MODEL,
+        "--alias", ALIAS,
+        "--seed", str(seed),
+        "--customers", str(customers),
+        "--books", str(books),
+        "--orders", str(orders),
+        "--k", "20",
+        "--min-lift", "0.1",
+    ]  # fmt: skip
+
+
+def serve_args() -> list[str]:
+    return [
+        "serve",
+        "--registry", REGISTRY_PATH,
+        "--model", MODEL,
+        "--alias", ALIAS,
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+    ]  # fmt: skip
+
+
+@dataclass
+class Bookstore:
+    image: ContainerImage
+    store: ModelStore
+    training: TrainingJob
+    retrain: RetrainSchedule
+    service: InferenceService
+
+
+def deploy_bookstore(platform: Platform) -> Bookstore:
+    """Register the recommender's workloads in its team namespace."""
+    config = platform.config
+    rec = config.recommender
+    team = platform.namespaces[rec.team]
+    namespace = rec.team
+    opts = pulumi.ResourceOptions.merge(platform.k8s_opts(), pulumi.ResourceOptions(depends_on=[team]))
+
+    cluster = platform.cluster
+    image = ContainerImage(
+        "bookstore-image",
+        ContainerImageArgs(
+            name="bookstore-recommender",
+            context=ROOT / "recommender",
+            dockerfile=ROOT / "recommender" / "Dockerfile",
+            kind_cluster=config.cluster_name if cluster.image_repository is None else None,
+            repository=cluster.image_repository,
+            prebuilt=rec.image,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=list(cluster.ready)),
+    )
+    store = ModelStore(
+        "bookstore-models",
+        ModelStoreArgs(
+            namespace=namespace,
+            storage_class=cluster.model_store_class,
+            node_path=MODEL_STORE_NODE_PATH if cluster.model_store_class is None else None,
+        ),
+        opts=opts,
+    )
+    scratch = [EmptyDir("work", WORKDIR_PATH, "2Gi"), EmptyDir("tmp", TMP_PATH, "1Gi")]
+    training = TrainingSpec(
+        name="bookstore-train",
+        namespace=namespace,
+        image=image.image_ref,
+        command=COMMAND,
+        args=pipeline_args(),
+        queue=team.local_queue_name_value,
+        cpu=rec.training_cpu,
+        memory=rec.training_memory,
+        gpus=rec.training_gpus,
+        priority_class="production",
+        volumes=[store.mount(REGISTRY_PATH), *scratch],
+    )
+    after_store = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[store]))
+    train_job = TrainingJob("bookstore-train", training, opts=after_store)
+    retrain = RetrainSchedule(
+        "bookstore-retrain",
+        RetrainSpec(training=replace(training, name="bookstore-retrain"), schedule=rec.retrain_schedule),
+        opts=after_store,
+    )
+    service = InferenceService(
+        "bookstore-recommender",
+        InferenceSpec(
+            name="bookstore-recommender",
+            namespace=namespace,
+            image=image.image_ref,
+            command=COMMAND,
+            args=serve_args(),
+            port=PORT,
+            ready_path=READY_PATH,
+            live_path=LIVE_PATH,
+            min_replicas=rec.min_replicas,
+            max_replicas=rec.max_replicas,
+            volumes=[store.mount(REGISTRY_PATH, read_only=True), EmptyDir("tmp", TMP_PATH, "256Mi")],
+            clients=[Client(pods={CLIENT_LABEL: "true"})],
+            version=image.tag,
+            annotations={"mlplatform.io/model": f"{MODEL}@{ALIAS}"},
+        ),
+        # Serve once the first model is promoted, so the rollout's readiness wait is meaningful.
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[train_job])),
+    )
+    pulumi.export("recommenderImage", image.image_ref)
+    pulumi.export(
+        "recommenderPortForward",
+        f"kubectl --namespace {namespace} port-forward service/bookstore-recommender {PORT}:{PORT}",
+    )
+    pulumi.export("recommenderQuery", f"curl -s 'http://localhost:{PORT}/v1/books/<book_id>/also-bought?k=5'")
+    pulumi.export("trainingJob", f"kubectl --namespace {namespace} get workloads,jobs")
+    return Bookstore(image, store, train_job, retrain, service)
