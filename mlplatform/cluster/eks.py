@@ -27,7 +27,7 @@ from .eks_iam import (
     role_with_policies,
 )
 from .eks_network import Vpc, VpcArgs
-from .eks_nodes import GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
+from .eks_nodes import CPU_AMI_TYPE, GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
 from .eks_storage import EfsModelStore, EfsModelStoreArgs
 from .pools import node_pools
 
@@ -58,6 +58,7 @@ _AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "aws-efs-csi-driver")
 # Service accounts the CSI controllers run as (fixed by the add-ons), for EKS Pod Identity.
 _CSI_SERVICE_ACCOUNTS = {"aws-ebs-csi-driver": "ebs-csi-controller-sa", "aws-efs-csi-driver": "efs-csi-controller-sa"}
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+_CPU_DISK_GIB = 50  # room for ML images; the 20 GiB EKS default fills up fast
 _GPU_DISK_GIB = 100  # the CUDA images and the NVIDIA AMI's own footprint need more than CPU nodes
 
 
@@ -209,39 +210,43 @@ class EksCluster(pulumi.ComponentResource):
         for addon in _BEFORE_NODES:
             self.addons[addon] = self._addon(name, addon, versions[addon], depends_on=[self.cluster])
 
-        node_common: dict[str, Any] = {
-            "cluster_name": self.cluster.name,
-            "node_role_arn": node_role.arn,
-            "subnet_ids": self.vpc.private_subnet_ids,
-            # The role's policy attachments too: a node without them cannot join.
-            "after": [*self.addons.values(), node_role, *node_role_attachments],
-        }
-        after_addons = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
-        self.cpu_nodes = EksNodeGroup(
-            f"{name}-cpu",
-            EksNodeGroupArgs(
-                **node_common,
-                pool=self.cpu_pool,
-                instance_types=eks.cpu_instance_types,
-                min_size=eks.cpu_nodes_min,
-                desired_size=eks.cpu_nodes_desired,
-                max_size=eks.cpu_nodes_max,
+        # pool, instance types, (min, desired, max), AMI, disk: one managed node group each.
+        groups = (
+            (
+                self.cpu_pool,
+                eks.cpu_instance_types,
+                (eks.cpu_nodes_min, eks.cpu_nodes_desired, eks.cpu_nodes_max),
+                CPU_AMI_TYPE,
+                _CPU_DISK_GIB,
             ),
-            opts=after_addons,
+            (
+                self.gpu_pool,
+                eks.gpu_instance_types,
+                (eks.gpu_nodes_min, eks.gpu_nodes_desired, eks.gpu_nodes_max),
+                GPU_AMI_TYPE,
+                _GPU_DISK_GIB,
+            ),
         )
-        self.gpu_nodes = EksNodeGroup(
-            f"{name}-gpu",
-            EksNodeGroupArgs(
-                **node_common,
-                pool=self.gpu_pool,
-                instance_types=eks.gpu_instance_types,
-                min_size=eks.gpu_nodes_min,
-                desired_size=eks.gpu_nodes_desired,
-                max_size=eks.gpu_nodes_max,
-                ami_type=GPU_AMI_TYPE,
-                disk_size_gib=_GPU_DISK_GIB,
-            ),
-            opts=after_addons,
+        self.cpu_nodes, self.gpu_nodes = (
+            EksNodeGroup(
+                f"{name}-{pool.name}",
+                EksNodeGroupArgs(
+                    cluster_name=self.cluster.name,
+                    node_role_arn=node_role.arn,
+                    subnet_ids=self.vpc.private_subnet_ids,
+                    pool=pool,
+                    instance_types=instance_types,
+                    min_size=sizes[0],
+                    desired_size=sizes[1],
+                    max_size=sizes[2],
+                    ami_type=ami_type,
+                    disk_size_gib=disk,
+                    # The role's policy attachments too: a node without them cannot join.
+                    after=[*self.addons.values(), node_role, *node_role_attachments],
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
+            )
+            for pool, instance_types, sizes, ami_type, disk in groups
         )
 
         csi_roles = {

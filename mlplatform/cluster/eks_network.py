@@ -96,23 +96,10 @@ class Vpc(pulumi.ComponentResource):
             tags={"Name": f"{name}-public"},
             opts=child,
         )
-        self.public_subnets: list[aws.ec2.Subnet] = []
-        self.private_subnets: list[aws.ec2.Subnet] = []
-        for i, p in enumerate(plan):
-            public = aws.ec2.Subnet(
-                f"{name}-public-{i}",
-                vpc_id=self.vpc.id,
-                cidr_block=p.public_cidr,
-                availability_zone=p.zone,
-                map_public_ip_on_launch=False,  # nothing here needs a public IP but the NAT's EIP
-                tags=subnet_tags(args.cluster_name, public=True, name=f"{name}-public-{p.zone}"),
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{i}", subnet_id=public.id, route_table_id=public_rt.id, opts=child
-            )
-            self.public_subnets.append(public)
-
+        self.public_subnets = [
+            self._subnet(f"{name}-public-{i}", p.public_cidr, p.zone, public_rt, args.cluster_name, public=True)
+            for i, p in enumerate(plan)
+        ]
         eip = aws.ec2.Eip(f"{name}-nat", domain="vpc", tags={"Name": f"{name}-nat"}, opts=child)
         nat = aws.ec2.NatGateway(
             f"{name}-nat",
@@ -129,19 +116,10 @@ class Vpc(pulumi.ComponentResource):
             tags={"Name": f"{name}-private"},
             opts=child,
         )
-        for i, p in enumerate(plan):
-            private = aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=self.vpc.id,
-                cidr_block=p.private_cidr,
-                availability_zone=p.zone,
-                tags=subnet_tags(args.cluster_name, public=False, name=f"{name}-private-{p.zone}"),
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{i}", subnet_id=private.id, route_table_id=private_rt.id, opts=child
-            )
-            self.private_subnets.append(private)
+        self.private_subnets = [
+            self._subnet(f"{name}-private-{i}", p.private_cidr, p.zone, private_rt, args.cluster_name, public=False)
+            for i, p in enumerate(plan)
+        ]
 
         self.vpc_id: pulumi.Output[str] = self.vpc.id
         self.private_subnet_ids: list[pulumi.Output[str]] = [s.id for s in self.private_subnets]
@@ -153,3 +131,20 @@ class Vpc(pulumi.ComponentResource):
                 "public_subnet_ids": self.public_subnet_ids,
             }
         )
+
+    def _subnet(
+        self, name: str, cidr: str, zone: str, route_table: aws.ec2.RouteTable, cluster_name: str, *, public: bool
+    ) -> aws.ec2.Subnet:
+        subnet = aws.ec2.Subnet(
+            name,
+            vpc_id=self.vpc.id,
+            cidr_block=cidr,
+            availability_zone=zone,
+            map_public_ip_on_launch=False,  # only the NAT gateway's Elastic IP is public
+            tags=subnet_tags(cluster_name, public=public, name=f"{name}-{zone}"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.ec2.RouteTableAssociation(
+            name, subnet_id=subnet.id, route_table_id=route_table.id, opts=pulumi.ResourceOptions(parent=self)
+        )
+        return subnet

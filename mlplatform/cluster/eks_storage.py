@@ -114,9 +114,7 @@ class EfsModelStore(pulumi.ComponentResource):
         self.storage_class = apply(
             f"{name}-class",
             model_store_class_manifest(self.file_system.id),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self.mount_targets, *args.class_depends_on]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.mount_targets, *args.class_depends_on]),
         )
         self.class_name: str = MODEL_STORE_CLASS
         self.file_system_id: pulumi.Output[str] = self.file_system.id
