@@ -219,3 +219,24 @@ def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
     )
     assert any("ModelStore::bookstore-models" in d for d in job.dependencies)
     assert dev.named("bookstore-train-job").manifest()["metadata"]["namespace"] == "bookstore-ml"
+
+
+def test_with_monitoring_the_recommender_is_scraped_and_scales_on_requests() -> None:
+    from mlplatform.capture import capture_stack
+
+    capture = capture_stack("dev", {"monitoring": True})
+    (hpa,) = capture.kind("HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "recommender_requests_per_second"
+    (monitor,) = capture.kind("ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "bookstore-ml"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "bookstore-recommender"}
+    policies = {p["metadata"]["name"]: p for p in capture.kind("NetworkPolicy")}
+    ingress = policies["allow-prometheus-bookstore-recommender"]["spec"]["ingress"]
+    assert ingress[0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_without_monitoring_the_recommender_scales_on_cpu(dev: Capture) -> None:
+    (hpa,) = dev.kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert dev.kind("ServiceMonitor") == []

@@ -38,6 +38,8 @@ REGISTRY_PATH = "/models"  # the model store claim
 WORKDIR_PATH = "/work"  # scratch: generated data and the artifact before registration
 TMP_PATH = "/tmp"
 CLIENT_LABEL = "mlplatform.io/recommender-client"
+# One serving core answers ~10k lookups/s (docs/benchmarks.md); a pod requests a quarter core.
+TARGET_RPS_PER_POD = 500.0
 
 
 def pipeline_args(*, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000) -> list[str]:
@@ -128,6 +130,13 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         RetrainSpec(training=replace(training, name="bookstore-retrain"), schedule=rec.retrain_schedule),
         opts=after_store,
     )
+    scale_metric = None
+    if platform.monitoring is not None:
+        from mlplatform.monitoring.scrape import requests_per_second_metric
+
+        # Users feel latency, not CPU: scale on requests/s per pod (prometheus-adapter). The target
+        # leaves each replica headroom; a cold replica takes its model-load time to join.
+        scale_metric = requests_per_second_metric(TARGET_RPS_PER_POD)
     service = InferenceService(
         "bookstore-recommender",
         InferenceSpec(
@@ -143,12 +152,25 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
             max_replicas=rec.max_replicas,
             volumes=[store.mount(REGISTRY_PATH, read_only=True), EmptyDir("tmp", TMP_PATH, "256Mi")],
             clients=[Client(pods={CLIENT_LABEL: "true"})],
+            scale_metric=scale_metric,
             version=image.tag,
             annotations={"mlplatform.io/model": f"{MODEL}@{ALIAS}"},
         ),
         # Serve once the first model is promoted, so the rollout's readiness wait is meaningful.
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[train_job])),
     )
+    if platform.monitoring is not None:
+        platform.monitoring.scrape(
+            team,
+            "bookstore-recommender",
+            {"app.kubernetes.io/name": "bookstore-recommender"},
+            port_name="http",
+            container_port=PORT,
+            path=METRICS_PATH,
+            # Not `opts`: the Prometheus NetworkPolicy is a child of the team namespace, and a
+            # child that depends on its own parent is a cycle.
+            opts=platform.k8s_opts(),
+        )
     pulumi.export("recommenderImage", image.image_ref)
     pulumi.export(
         "recommenderPortForward",
