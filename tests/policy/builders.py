@@ -1,0 +1,122 @@
+"""Hand-built resources for policy tests: compliant by default, one override away from a violation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mlpolicy.model import Resource  # on sys.path through conftest.py, as in the pack process
+
+from mlplatform.capture import Capture
+
+ML_NS = "bookstore-ml"
+TYPES = {
+    "Pod": "kubernetes:core/v1:Pod",
+    "Deployment": "kubernetes:apps/v1:Deployment",
+    "StatefulSet": "kubernetes:apps/v1:StatefulSet",
+    "DaemonSet": "kubernetes:apps/v1:DaemonSet",
+    "ReplicaSet": "kubernetes:apps/v1:ReplicaSet",
+    "Job": "kubernetes:batch/v1:Job",
+    "CronJob": "kubernetes:batch/v1:CronJob",
+    "Service": "kubernetes:core/v1:Service",
+    "Namespace": "kubernetes:core/v1:Namespace",
+}
+GPU_POOL = {"mlplatform.io/pool": "gpu"}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+
+
+def urn(kind: str, name: str) -> str:
+    return f"urn:pulumi:test::ml-platform::{TYPES.get(kind, kind)}::{name}"
+
+
+def container(
+    name: str = "app", image: str = "ghcr.io/example/app:1.2.3", gpus: int = 0, **extra: Any
+) -> dict[str, Any]:
+    """A container that meets every container rule (as the engine sends numbers: doubles)."""
+    requests: dict[str, Any] = {"cpu": "250m", "memory": "256Mi"}
+    limits: dict[str, Any] = {"cpu": "1", "memory": "512Mi"}
+    if gpus:
+        requests["nvidia.com/gpu"] = str(gpus)
+        limits["nvidia.com/gpu"] = float(gpus)
+    return {
+        "name": name,
+        "image": image,
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 10001.0,
+        },
+        **extra,
+    }
+
+
+def pod_spec(*containers: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": list(containers) or [container()],
+        **extra,
+    }
+
+
+def workload(
+    kind: str,
+    name: str = "app",
+    *,
+    namespace: str = ML_NS,
+    spec: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    pod_labels: dict[str, str] | None = None,
+) -> Resource:
+    """A ``kind`` workload whose pod template is ``spec`` (a compliant one by default)."""
+    pod = spec if spec is not None else pod_spec()
+    template = {"metadata": {"labels": pod_labels or {"app": name}}, "spec": pod}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+    if kind == "Pod":
+        body: dict[str, Any] = {
+            "metadata": {**metadata, "labels": {**metadata["labels"], **(pod_labels or {})}},
+            "spec": pod,
+        }
+    elif kind == "CronJob":
+        job_meta = {"labels": dict(labels or {})}
+        body = {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"metadata": job_meta, "spec": {"template": template}}},
+        }
+    elif kind == "Job":
+        body = {"metadata": metadata, "spec": {"template": {**template, "spec": {**pod, "restartPolicy": "Never"}}}}
+    else:
+        body = {
+            "metadata": metadata,
+            "spec": {"replicas": 1.0, "selector": {"matchLabels": {"app": name}}, "template": template},
+        }
+    api = TYPES[kind].split(":")[1].replace("core/", "")
+    return Resource(TYPES[kind], name, {"apiVersion": api, "kind": kind, **body}, urn(kind, name))
+
+
+def service(name: str, selector: dict[str, str], *, namespace: str = ML_NS, type_: str = "ClusterIP") -> Resource:
+    props = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": type_, "selector": selector, "ports": [{"port": 80.0, "targetPort": 8080.0}]},
+    }
+    return Resource(TYPES["Service"], name, props, urn("Service", name))
+
+
+def resources_of(capture: Capture) -> list[Resource]:
+    """A captured stack as the rules see it (plain props)."""
+    return [Resource(r.type, r.name, r.props, r.urn, r.parent) for r in capture.resources]
+
+
+def modified(resources: list[Resource], name: str, edit: Any) -> list[Resource]:
+    """``resources`` with the one named ``name`` replaced by ``edit(deep copy of its props)``."""
+    out = []
+    for r in resources:
+        if r.name == name:
+            props = copy.deepcopy(dict(r.props))
+            edit(props)
+            r = Resource(r.type, r.name, props, r.urn, r.parent)
+        out.append(r)
+    return out
