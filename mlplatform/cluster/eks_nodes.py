@@ -74,8 +74,7 @@ class EksNodeGroup(pulumi.ComponentResource):
     Guarantees: nodes register with the pool's taints (EKS applies them at join, before any pod
     can land); nodes live only in the given subnets; when ``min_size`` is 0 the group's
     Auto Scaling group carries cluster-autoscaler node-template tags for the pool's labels, taints
-    and GPUs, so it can scale up from zero. ``desired_size`` is only the initial size: later
-    changes by an autoscaler are not reverted by ``pulumi up``.
+    and GPUs, so a cluster-autoscaler (not installed by this program) could scale it up from zero.
     """
 
     def __init__(self, name: str, args: EksNodeGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -97,9 +96,9 @@ class EksNodeGroup(pulumi.ComponentResource):
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             tags={"Name": name, "mlplatform.io/pool": pool.name},
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=list(args.after), ignore_changes=["scalingConfig.desiredSize"]
-            ),
+            # desired_size stays owned by Pulumi (no autoscaler is installed, so the config is the
+            # only way to scale, e.g. GPUs to zero). With cluster-autoscaler, ignore scalingConfig.desiredSize.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         self.asg_tags: list[aws.autoscaling.Tag] = []
         if args.min_size == 0:
