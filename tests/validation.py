@@ -69,7 +69,7 @@ def kueue_schema(kind: str, version: str = "v1beta2") -> dict[str, Any]:
             schema = copy.deepcopy(served["schema"]["openAPIV3Schema"])
             # metadata is validated by the API server, not the CRD schema.
             schema["properties"]["metadata"] = {"type": "object"}
-            return _strict(schema)  # type: ignore[no-any-return]
+            return _strict(schema)
     raise KeyError(f"{kind} CRD does not serve {version}")
 
 
@@ -100,7 +100,7 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
 
 @cache
 def chart_defaults(chart: str) -> dict[str, Any]:
-    return yaml.safe_load(CHART_VALUES[chart].read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load(CHART_VALUES[chart].read_text())
 
 
 def unknown_value_keys(ours: Mapping[str, Any], upstream: Mapping[str, Any], prefix: str = "") -> list[str]:
