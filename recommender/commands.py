@@ -24,6 +24,13 @@ Log = Callable[[str], None]
 
 
 def peak_memory_mib() -> float:
+    """Peak resident memory since exec (VmHWM); ru_maxrss would include the parent's on Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 

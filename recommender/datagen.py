@@ -20,7 +20,7 @@ import numpy as np
 from recommender.errors import InputError
 from recommender.hashing import sha256_file
 
-__all__ = ["GENRES", "DatasetSpec", "generate"]
+__all__ = ["GENRES", "DatasetSpec", "generate", "generate_arrays"]
 
 GENRES = (
     "fantasy", "science-fiction", "mystery", "thriller", "romance", "historical",
@@ -174,6 +174,13 @@ def _write_orders(path: Path, customer: np.ndarray, book: np.ndarray, seconds: n
         fh.write("order_id,customer_id,book_id,ordered_at\n")
         fh.write("\n".join(lines))
         fh.write("\n")
+
+
+def generate_arrays(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(customer, book, seconds) codes per order, without writing files (for benchmarks)."""
+    spec.validate()
+    rng = np.random.default_rng(spec.seed)
+    return _orders(spec, _catalog(spec, rng), rng)
 
 
 def generate(spec: DatasetSpec, out_dir: Path) -> dict[str, object]:

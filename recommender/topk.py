@@ -1,7 +1,8 @@
 """Top-K per row of a CSR matrix without a Python loop per row.
 
-Rows are grouped by length and copied into a dense padded block, so one `argpartition`
-call handles many rows. Sorting rows by length keeps padding (wasted work) small.
+Rows are grouped by length; each group becomes a dense padded block (built by scipy in C),
+one `argpartition` finds a few candidates per row, and only those few are sorted. Rows where a
+tie straddles the K-th place are re-ranked exactly, so results never depend on partition order.
 """
 
 from __future__ import annotations
@@ -12,12 +13,35 @@ import scipy.sparse as sp
 __all__ = ["csr_topk"]
 
 _PAD_BUDGET = 1 << 21  # elements per padded block (8 MiB of float32)
+_SAMPLE = 512  # entries sampled per long row to bound its k-th largest value from below
+
+
+def _prefilter(m: sp.csr_matrix, need: int) -> sp.csr_matrix:
+    """Drop entries that cannot be in a row's top `need`, exactly and cheaply.
+
+    The `need`-th largest of any subset of a row is <= the row's own `need`-th largest, so
+    entries below it are never selected; entries equal to it stay (ties remain exact). A
+    strided sample of _SAMPLE entries makes that bound tight enough to keep ~need*len/_SAMPLE.
+    """
+    lens = np.diff(m.indptr)
+    long = np.flatnonzero(lens > 2 * _SAMPLE)
+    if long.size == 0:
+        return m
+    steps = np.arange(_SAMPLE, dtype=np.int64)
+    pos = m.indptr[long, None] + (steps[None, :] * lens[long, None]) // _SAMPLE
+    sample = m.data[pos]
+    bound = np.zeros(m.shape[0], dtype=m.data.dtype)
+    bound[long] = np.partition(sample, _SAMPLE - need, axis=1)[:, _SAMPLE - need]
+    keep = m.data >= np.repeat(bound, lens)
+    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int32 if keep.size < 2**31 else np.int64)))
+    indptr = kept[m.indptr]
+    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
 
 
 def csr_topk(
     m: sp.csr_matrix, k: int, *, exclude_col_offset: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top `k` columns per row, best first (ties: lower column first).
+    """Top `k` positive entries per row, best first (ties: lower column first).
 
     Returns (indices int32, scores float32), both (rows, k); missing slots are -1 / 0.
     `exclude_col_offset=o` drops column `row + o` (the diagonal of a row block starting at o).
@@ -27,67 +51,81 @@ def csr_topk(
     out_val = np.zeros((n_rows, k), dtype=np.float32)
     if k == 0 or m.nnz == 0:
         return out_idx, out_val
-    indptr, indices, data = m.indptr, m.indices, m.data
-    lengths = np.diff(indptr)
+    m = _prefilter(sp.csr_matrix(m), k + 2)
+    lengths = np.diff(m.indptr)
     order = np.argsort(lengths, kind="stable")
     order = order[lengths[order] > 0]
     sorted_len = lengths[order]
+    # Power-of-two length classes: a chunk never pads a row to more than twice its length.
+    class_end = np.searchsorted(sorted_len, 2 ** np.ceil(np.log2(sorted_len)), side="right")
     start = 0
     while start < order.size:
-        # Largest chunk whose padded size (rows x widest row) stays within the budget.
-        window = sorted_len[start : start + _PAD_BUDGET]
+        # Largest chunk in this class whose padded size (rows x widest row) fits the budget.
+        window = sorted_len[start : min(int(class_end[start]), start + _PAD_BUDGET)]
         cost = np.arange(1, window.size + 1) * window
         stop = start + max(1, int(np.searchsorted(cost, _PAD_BUDGET, side="right")))
         rows = order[start:stop]
-        width = int(sorted_len[stop - 1])
-        _topk_block(rows, indptr, indices, data, lengths, width, k, exclude_col_offset, out_idx, out_val)
+        own = None if exclude_col_offset is None else rows + exclude_col_offset
+        idx, val = _topk_rows(m[rows], k, own)
+        out_idx[rows], out_val[rows] = idx, val
         start = stop
     return out_idx, out_val
 
 
-def _topk_block(
-    rows: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    data: np.ndarray,
-    lengths: np.ndarray,
-    width: int,
-    k: int,
-    exclude_col_offset: int | None,
-    out_idx: np.ndarray,
-    out_val: np.ndarray,
-) -> None:
-    lens = lengths[rows]
-    total = int(lens.sum())
-    ends = np.cumsum(lens)
-    offs = np.arange(total) - np.repeat(ends - lens, lens)
-    src = np.repeat(indptr[rows], lens) + offs
-    dst = np.repeat(np.arange(rows.size) * width, lens) + offs
-    flat_vals = np.full(rows.size * width, -np.inf, dtype=np.float32)
-    flat_cols = np.full(rows.size * width, -1, dtype=np.int32)
-    flat_vals[dst] = data[src]
-    flat_cols[dst] = indices[src]
-    vals = flat_vals.reshape(rows.size, width)
-    cols = flat_cols.reshape(rows.size, width)
-    if exclude_col_offset is not None:
-        vals[cols == (rows + exclude_col_offset)[:, None]] = -np.inf
-    if width > k:
-        part = np.argpartition(-vals, k - 1, axis=1)[:, :k]
-        top_vals = np.take_along_axis(vals, part, axis=1)
-        top_cols = np.take_along_axis(cols, part, axis=1)
-        # A tie straddling the k-th place was cut arbitrarily: sort those rows fully instead.
-        kth = top_vals.min(axis=1, keepdims=True)
-        tied = ((vals == kth).sum(axis=1) > (top_vals == kth).sum(axis=1)) & np.isfinite(kth[:, 0])
-        if tied.any():
-            full = np.lexsort((cols[tied], -vals[tied]), axis=1)[:, :k]
-            top_vals[tied] = np.take_along_axis(vals[tied], full, axis=1)
-            top_cols[tied] = np.take_along_axis(cols[tied], full, axis=1)
-        vals, cols = top_vals, top_cols
-    # Best first; ties broken by column so results do not depend on partition order.
+def _padded(sub: sp.csr_matrix, width: int) -> np.ndarray:
+    """Row i's values at columns 0..len_i-1, zeros after (values are positive similarities)."""
+    lens = np.diff(sub.indptr)
+    pos = np.arange(sub.nnz, dtype=np.int32) - np.repeat(sub.indptr[:-1], lens).astype(np.int32)
+    return sp.csr_matrix((sub.data, pos, sub.indptr), shape=(sub.shape[0], width)).toarray()
+
+
+def _rank(vals: np.ndarray, cols: np.ndarray, own: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sort candidates best first (ties by column), drop `own` columns and non-positive values."""
+    if own is not None:
+        vals = np.where(cols == own[:, None], 0.0, vals)
+    vals = np.where(cols >= 0, vals, 0.0)
     srt = np.lexsort((cols, -vals), axis=1)
-    vals = np.take_along_axis(vals, srt, axis=1)
-    cols = np.take_along_axis(cols, srt, axis=1)
-    keep = min(k, width)
-    valid = np.isfinite(vals[:, :keep]) & (vals[:, :keep] > 0)
-    out_idx[rows, :keep] = np.where(valid, cols[:, :keep], -1)
-    out_val[rows, :keep] = np.where(valid, vals[:, :keep], 0.0)
+    vals = np.take_along_axis(vals, srt, axis=1)[:, :k]
+    cols = np.take_along_axis(cols, srt, axis=1)[:, :k]
+    valid = vals > 0
+    return np.where(valid, cols, -1).astype(np.int32), np.where(valid, vals, 0.0).astype(np.float32)
+
+
+def _topk_rows(sub: sp.csr_matrix, k: int, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    lens = np.diff(sub.indptr)
+    width = int(lens.max())
+    vals = _padded(sub, width)
+    # k candidates, one more in case the row's own column is among them, one more to see ties.
+    kk = k + 2 if own is not None else k + 1
+    if width <= kk:
+        cols = _padded_cols(sub, width)
+        idx, val = _rank(vals, cols, own, k)
+        return _pad_to(idx, val, k)
+    part = np.argpartition(vals, width - kk, axis=1)[:, width - kk :]
+    cand_vals = np.take_along_axis(vals, part, axis=1)
+    inside = part < lens[:, None]  # positions past a row's end are padding
+    cand_cols = np.where(inside, sub.indices[sub.indptr[:-1, None] + np.minimum(part, lens[:, None] - 1)], -1)
+    idx, val = _rank(cand_vals, cand_cols, own, k + 1)
+    # A tie straddles the k-th place when the next candidate scores the same: equal entries
+    # outside the candidates may have lower columns, so rank those rows over all their entries.
+    tied = (val[:, k] > 0) & (val[:, k] == val[:, k - 1])
+    if tied.any():
+        t = np.flatnonzero(tied)
+        full_idx, full_val = _rank(vals[t], _padded_cols(sub[t], width), None if own is None else own[t], k)
+        idx[t, :k], val[t, :k] = full_idx, full_val
+    return idx[:, :k], val[:, :k]
+
+
+def _padded_cols(sub: sp.csr_matrix, width: int) -> np.ndarray:
+    lens = np.diff(sub.indptr)
+    cols = np.full((sub.shape[0], width), -1, dtype=np.int64)
+    pos = np.arange(sub.nnz) - np.repeat(sub.indptr[:-1], lens)
+    cols[np.repeat(np.arange(sub.shape[0]), lens), pos] = sub.indices
+    return cols
+
+
+def _pad_to(idx: np.ndarray, val: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if idx.shape[1] >= k:
+        return idx[:, :k], val[:, :k]
+    extra = k - idx.shape[1]
+    return (np.pad(idx, ((0, 0), (0, extra)), constant_values=-1), np.pad(val, ((0, 0), (0, extra))))
