@@ -9,6 +9,7 @@ references are replaced by their URN first, as the engine does.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import subprocess
@@ -26,10 +27,11 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2_grpc
 
-from mlplatform.capture import RESOURCE_SIG, SIG_KEY, CapturedResource
+from mlplatform.capture import REPO_ROOT, RESOURCE_SIG, SIG_KEY, CapturedResource
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 START_TIMEOUT_S = 30.0
+CAPTURE_TIMEOUT_S = 60.0  # a normal capture takes ~2 s
 RPC_TIMEOUT_S = 20.0
 LEVELS = {
     analyzer_pb2.ADVISORY: "advisory",
@@ -109,6 +111,35 @@ def _diagnostics(response: analyzer_pb2.AnalyzeResponse, default_urn: str) -> li
         Diagnostic(d.policyName, LEVELS[d.enforcementLevel], d.urn or default_urn, d.message)
         for d in response.diagnostics
     ]
+
+
+_CAPTURE_SCRIPT = """
+import dataclasses, json, sys
+from mlplatform.capture import capture_stack
+with open(sys.argv[2], "w") as out:
+    json.dump([dataclasses.asdict(r) for r in capture_stack(sys.argv[1]).resources], out)
+"""
+
+
+def capture_in_subprocess(stack: str) -> list[CapturedResource]:
+    """``capture_stack(stack)`` in a child process: bounded in time (a hung mocks run fails the test
+    instead of the whole suite) and isolated from the mocks state of this process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "resources.json"
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CAPTURE_SCRIPT, stack, str(out)],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=CAPTURE_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise AssertionError(f"capture_stack({stack!r}) did not finish within {CAPTURE_TIMEOUT_S}s") from err
+        assert done.returncode == 0, f"capture_stack({stack!r}) failed:\n{done.stderr[-3000:]}"
+        rows = json.loads(out.read_text())
+    return [CapturedResource(**{**r, "dependencies": tuple(r["dependencies"])}) for r in rows]
 
 
 def _default_config(policy: analyzer_pb2.PolicyInfo) -> analyzer_pb2.PolicyConfig:

@@ -15,10 +15,10 @@ import pytest
 from mlpolicy.model import Resource
 from mlpolicy.rules import RULES
 
-from mlplatform.capture import REPO_ROOT, SECRET_SIG, Capture, CapturedResource, capture_stack
+from mlplatform.capture import REPO_ROOT, SECRET_SIG, Capture, CapturedResource
 
 from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, service, workload
-from .packproc import LEVELS, Diagnostic, PackProcess, pack_process
+from .packproc import LEVELS, Diagnostic, PackProcess, capture_in_subprocess, pack_process
 
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's sentinel for an unknown string
 
@@ -79,9 +79,9 @@ def test_dev_stack_has_no_mandatory_violations(pack: PackProcess, dev: Capture) 
 def test_eks_stack_has_no_mandatory_violations(pack: PackProcess) -> None:
     if not (REPO_ROOT / "Pulumi.eks.yaml").exists():
         pytest.skip("Pulumi.eks.yaml does not exist yet: no eks stack to analyze")
-    eks = capture_stack("eks")
-    assert eks.of_type("aws:eks/nodeGroup:NodeGroup"), "the eks stack must create node groups"
-    diagnostics = pack.analyze_all(eks.resources)
+    eks = capture_in_subprocess("eks")
+    assert [r for r in eks if r.type == "aws:eks/nodeGroup:NodeGroup"], "the eks stack must create node groups"
+    diagnostics = pack.analyze_all(eks)
     assert mandatory(diagnostics) == [], explain(diagnostics)
 
 
