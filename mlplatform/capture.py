@@ -157,6 +157,7 @@ def _command_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
 
 OUTPUT_FILLERS: dict[str, OutputFiller] = {
     "command:local:Command": _command_outputs,
+    "random:index/randomPassword:RandomPassword": lambda a: {"result": "mock-password-" + "x" * 16},
     # AWS (eks stack): computed fields the program reads back, in wire (camelCase) names.
     "aws:eks/cluster:Cluster": lambda a: {
         "endpoint": "https://0123456789ABCDEF.gr7.us-east-1.eks.amazonaws.com",

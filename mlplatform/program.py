@@ -9,7 +9,7 @@ import pulumi
 
 from .cluster import Cluster
 from .config import ClusterProvider, PlatformConfig, load_config
-from .gpu import GpuStack, GpuStackArgs
+from .gpu import DCGM_METRICS_PORT, GPU_NAMESPACE, GpuStack, GpuStackArgs
 from .kueue import Kueue, KueueArgs
 from .metrics_server import MetricsServer
 from .tenancy import MlNamespace, MlNamespaceArgs
@@ -67,6 +67,17 @@ def deploy(config: PlatformConfig) -> Platform:
         ),
         opts=after_monitoring,
     )
+    if monitoring is not None:
+        # DCGM's port accepts Prometheus and nothing else. Parented to the GPU stack: as a child of
+        # `monitoring` it would wait on the GPU stack, which waits on all of `monitoring` (a deadlock).
+        monitoring.admit_prometheus(
+            "dcgm",
+            namespace=GPU_NAMESPACE,
+            pod_labels={"app.kubernetes.io/name": "dcgm-exporter"},
+            port=DCGM_METRICS_PORT,
+            opts=pulumi.ResourceOptions(parent=gpu, depends_on=[gpu.namespace]),
+        )
+        pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     kueue = Kueue(
         "kueue",
         KueueArgs(
