@@ -1,28 +1,28 @@
 """Item-to-item co-purchase model in the style of implicit's ItemItemRecommender.
 
-`fit` computes X_blockᵀ·X for blocks of books (never the full book x book product), keeps the
-top-K neighbours of each book, and stores them as dense (books x K) arrays: compact, fast to
-load, and the basis of a sparse similarity matrix for `recommend`.
+`fit` weights the customer x book matrix for the chosen similarity and hands it to
+`knn_fit.top_k_neighbours`, which never forms the full book x book product (see there). The
+top-K neighbours of each book are kept as dense (books x K) arrays: compact, fast to load, and
+the basis of a sparse similarity matrix for `recommend`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.errors import InputError
+from recommender.knn_fit import top_k_neighbours
 from recommender.topk import csr_topk
 
 __all__ = ["SIMILARITIES", "ItemKNN"]
 
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 MODEL_FILE = "model.npz"
-_BLOCK_WORK = 4_000_000  # multiply-adds per item block: bounds the block product memory (~32 MB)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -50,30 +50,6 @@ def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_ma
         col = np.repeat(np.arange(n_items), np.diff(w.indptr))
         w.data /= norms[col].astype(np.float32)
     return w
-
-
-def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int) -> sp.csr_matrix:
-    """a @ b given an upper bound on the result's non-zeros.
-
-    scipy's `@` first runs a symbolic pass only to count the result's non-zeros (a third of
-    the product's time here); the caller already knows a bound (the multiply-add count), so
-    this calls the numeric kernel directly. Falls back to `@` if scipy's internals move.
-    """
-    try:
-        from scipy.sparse._sparsetools import csr_matmat
-    except ImportError:  # pragma: no cover - scipy internals changed; correct, just slower
-        return sp.csr_matrix(a @ b)
-    if max_nnz >= np.iinfo(np.int32).max or a.shape[0] == 0:
-        return sp.csr_matrix(a @ b)
-    idx = np.int32
-    indptr = np.empty(a.shape[0] + 1, dtype=idx)
-    indices = np.empty(max(max_nnz, 1), dtype=idx)
-    data = np.empty(max(max_nnz, 1), dtype=np.result_type(a.dtype, b.dtype))
-    csr_matmat(a.shape[0], b.shape[1], a.indptr.astype(idx, copy=False), a.indices.astype(idx, copy=False),
-               a.data, b.indptr.astype(idx, copy=False), b.indices.astype(idx, copy=False), b.data,
-               indptr, indices, data)  # fmt: skip
-    nnz = int(indptr[-1])
-    return sp.csr_matrix((data[:nnz], indices[:nnz], indptr), shape=(a.shape[0], b.shape[1]))
 
 
 class ItemKNN:
@@ -115,52 +91,14 @@ class ItemKNN:
 
     # -- training -------------------------------------------------------------------------
 
-    def _blocks(self, work: np.ndarray) -> Iterator[tuple[int, int]]:
-        start = 0
-        n = work.size
-        while start < n:
-            base = work[start - 1] if start else 0.0
-            stop = int(np.searchsorted(work, base + _BLOCK_WORK, side="right"))
-            stop = min(n, max(stop, start + 1))
-            yield start, stop
-            start = stop
-
     def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
         """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""
         x = sp.csr_matrix(user_items, dtype=np.float32)
         x.sum_duplicates()
         x.data[:] = 1.0
-        n_items = x.shape[1]
-        self.popularity = np.diff(x.tocsc().indptr).astype(np.int64)
         w = _weight(x, self.similarity, self.bm25_k1, self.bm25_b)
-        wt = w.T.tocsr()  # books x customers (the CSC data reinterpreted, no copy of values)
-        wr = w.tocsr()  # customers x books
-        user_deg = np.diff(x.indptr).astype(np.float64)
-        xt_bin = sp.csr_matrix((np.ones_like(wt.data), wt.indices, wt.indptr), shape=wt.shape)
-        work = np.cumsum(xt_bin @ user_deg)  # multiply-adds up to each book row of Xᵀ·X: >= its nnz
-        blocks = list(self._blocks(work))
-        self.neighbours = np.full((n_items, self.K), -1, dtype=np.int32)
-        self.scores = np.zeros((n_items, self.K), dtype=np.float32)
-
-        def run(block: tuple[int, int]) -> None:
-            a, b = block
-            s = block_product(wt[a:b], wr, int(np.ceil(work[b - 1] - (work[a - 1] if a else 0.0))))
-            idx, val = csr_topk(s, self.K, exclude_col_offset=a)
-            self.neighbours[a:b], self.scores[a:b] = idx, val
-
-        done = 0
-        if self.num_threads == 1:
-            for blk in blocks:
-                run(blk)
-                done += 1
-                if progress:
-                    progress(done, len(blocks))
-        else:
-            with ThreadPoolExecutor(self.num_threads) as pool:
-                for _ in pool.map(run, blocks):
-                    done += 1
-                    if progress:
-                        progress(done, len(blocks))
+        self.popularity = np.diff(w.indptr).astype(np.int64)  # w is CSC: buyers per book
+        self.neighbours, self.scores = top_k_neighbours(w, self.K, threads=self.num_threads, progress=progress)
         self._sim = None
         return self
 

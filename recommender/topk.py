@@ -21,21 +21,29 @@ def _prefilter(m: sp.csr_matrix, need: int) -> sp.csr_matrix:
 
     The `need`-th largest of any subset of a row is <= the row's own `need`-th largest, so
     entries below it are never selected; entries equal to it stay (ties remain exact). A
-    strided sample of _SAMPLE entries makes that bound tight enough to keep ~need*len/_SAMPLE.
+    strided sample of S entries (S up to _SAMPLE, at most half the row) bounds it tightly
+    enough to keep about need*len/S entries.
     """
     lens = np.diff(m.indptr)
-    long = np.flatnonzero(lens > 2 * _SAMPLE)
-    if long.size == 0:
-        return m
-    steps = np.arange(_SAMPLE, dtype=np.int64)
-    pos = m.indptr[long, None] + (steps[None, :] * lens[long, None]) // _SAMPLE
-    sample = m.data[pos]
     bound = np.zeros(m.shape[0], dtype=m.data.dtype)
-    bound[long] = np.partition(sample, _SAMPLE - need, axis=1)[:, _SAMPLE - need]
-    keep = m.data >= np.repeat(bound, lens)
-    kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int32 if keep.size < 2**31 else np.int64)))
-    indptr = kept[m.indptr]
-    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+    size = _SAMPLE
+    any_long = False
+    while size > need:
+        # Rows longer than twice the sample size; the largest size takes all longer rows.
+        longer = lens > 2 * size
+        rows = np.flatnonzero(longer if size == _SAMPLE else longer & (lens <= 4 * size))
+        if rows.size:
+            any_long = True
+            steps = np.arange(size, dtype=np.int64)
+            pos = m.indptr[rows, None] + (steps[None, :] * lens[rows, None]) // size
+            bound[rows] = np.partition(m.data[pos], size - need, axis=1)[:, size - need]
+        size //= 2
+    if not any_long:
+        return m
+    # Positions of kept entries in one pass; row pointers follow by binary search (no full cumsum).
+    kept = np.flatnonzero(m.data >= np.repeat(bound, lens))
+    indptr = np.searchsorted(kept, m.indptr)
+    return sp.csr_matrix((m.data[kept], m.indices[kept], indptr), shape=m.shape)
 
 
 def csr_topk(

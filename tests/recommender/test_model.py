@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from recommender import knn_fit
 from recommender.errors import InputError
 from recommender.model import SIMILARITIES, ItemKNN
 from tests.recommender.conftest import random_purchases
@@ -98,3 +102,29 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 def test_bad_parameters(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         ItemKNN(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    users=st.integers(1, 60),
+    items=st.integers(2, 40),
+    density=st.floats(0.02, 0.5),
+    k=st.integers(1, 6),
+    superblocks=st.integers(1, 9),
+    threads=st.integers(1, 2),
+)
+def test_triangle_fit_is_exact_with_ties(
+    seed: int, users: int, items: int, density: float, k: int, superblocks: int, threads: int
+) -> None:
+    """Half-product fit == brute force: same neighbours, same order, ties by lower book index."""
+    x = random_purchases(seed, users, items, density)
+    w = sp.csc_matrix(x, dtype=np.float32)
+    with patch.object(knn_fit, "SUPERBLOCKS", superblocks), patch.object(knn_fit, "BLOCK_WORK", 7):
+        idx, val = knn_fit.top_k_neighbours(w, k, threads=threads)
+    sim = (w.T @ w).toarray()
+    for i in range(items):
+        cand = sorted((-sim[i, j], j) for j in range(items) if j != i and sim[i, j] > 0)[:k]
+        assert idx[i, : len(cand)].tolist() == [j for _, j in cand]
+        assert (idx[i, len(cand) :] == -1).all()
+        np.testing.assert_allclose(val[i, : len(cand)], [-v for v, _ in cand], rtol=1e-6)
