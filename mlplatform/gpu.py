@@ -12,7 +12,7 @@ import yaml
 from . import versions
 from .cluster.pools import GPU_PRESENT_LABEL, GPU_RESOURCE, NodePool
 from .helm import release
-from .objects import apply, namespace_manifest
+from .objects import apply, child_options, namespace_manifest
 
 __all__ = ["GPU_NAMESPACE", "GpuStack", "GpuStackArgs", "dcgm_exporter_values", "device_plugin_values"]
 
@@ -86,13 +86,13 @@ class GpuStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:gpu:GpuStack", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(opts, self)
         self.namespace = apply(
             f"{name}-namespace",
             namespace_manifest(GPU_NAMESPACE, "privileged", versions.PSA_VERSION),
             child,
         )
-        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        in_ns = child_options(opts, self, depends_on=[self.namespace])
         self.device_plugin = release(
             "nvidia-device-plugin",
             versions.NVIDIA_DEVICE_PLUGIN,

@@ -17,7 +17,7 @@ import yaml
 from . import versions
 from .cluster.pools import GPU_RESOURCE, NodePool
 from .helm import release
-from .objects import apply, namespace_manifest
+from .objects import apply, child_options, namespace_manifest
 
 __all__ = [
     "API_VERSION",
@@ -171,7 +171,7 @@ class Kueue(pulumi.ComponentResource):
         namespace = apply(
             f"{name}-namespace",
             namespace_manifest(KUEUE_NAMESPACE, "restricted", versions.PSA_VERSION),
-            pulumi.ResourceOptions(parent=self),
+            child_options(opts, self),
         )
         self.release = release(
             "kueue",
@@ -179,9 +179,9 @@ class Kueue(pulumi.ComponentResource):
             namespace=KUEUE_NAMESPACE,
             values=kueue_values(prometheus=args.prometheus),
             values_overrides=args.values_overrides,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            opts=child_options(opts, self, depends_on=[namespace]),
         )
-        after_kueue = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
+        after_kueue = child_options(opts, self, depends_on=[self.release])
         self.cpu_flavor_name, self.gpu_flavor_name = "cpu", "gpu"
         flavors = [
             apply(f"{name}-flavor-cpu", resource_flavor(self.cpu_flavor_name, args.cpu_pool), after_kueue),
@@ -194,7 +194,7 @@ class Kueue(pulumi.ComponentResource):
         self.cluster_queue = apply(
             f"{name}-cluster-queue",
             cluster_queue(CLUSTER_QUEUE, quotas),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.release, *flavors]),
+            child_options(opts, self, depends_on=[self.release, *flavors]),
         )
         for pc_name, (value, description) in PRIORITY_CLASSES.items():
             apply(f"{name}-priority-{pc_name}", priority_class(pc_name, value, description), after_kueue)

@@ -9,6 +9,7 @@ import pulumi
 
 from . import versions
 from .helm import release
+from .objects import child_options
 
 __all__ = ["MetricsServer", "metrics_server_values"]
 
@@ -41,6 +42,6 @@ class MetricsServer(pulumi.ComponentResource):
             namespace="kube-system",
             values=metrics_server_values(insecure_kubelet_tls=insecure_kubelet_tls),
             values_overrides=values_overrides,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(opts, self),
         )
         self.register_outputs({})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -92,3 +92,26 @@ def namespace_manifest(
         "kind": "Namespace",
         "metadata": {"name": name, "labels": {**MANAGED_BY, **psa, **(labels or {})}},
     }
+
+
+def child_options(
+    component_opts: pulumi.ResourceOptions | None,
+    parent: pulumi.Resource,
+    *,
+    depends_on: Sequence[pulumi.Resource] = (),
+    **kwargs: Any,
+) -> pulumi.ResourceOptions:
+    """Options for a component's child: parented to it, and waiting for whatever the component
+    was told to wait for. Pulumi does not pass a component's ``depends_on`` to its children, so
+    without this a "serve after training" on the component would order nothing."""
+    given = component_opts.depends_on if component_opts is not None else None
+    inherited: list[Any]
+    if given is None:
+        inherited = []
+    elif isinstance(given, pulumi.Resource):
+        inherited = [given]
+    elif isinstance(given, (list, tuple)):
+        inherited = list(given)
+    else:
+        raise TypeError(f"{parent}: depends_on must be a resource or a list of resources, got {type(given).__name__}")
+    return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited, *depends_on], **kwargs)

@@ -13,7 +13,7 @@ from . import versions
 from .cluster.pools import GPU_RESOURCE
 from .config import TeamConfig
 from .kueue import CLUSTER_QUEUE, ML_NAMESPACE_LABEL, local_queue
-from .objects import MANAGED_BY, apply, namespace_manifest
+from .objects import MANAGED_BY, apply, child_options, namespace_manifest
 
 __all__ = [
     "TEAM_LABEL",
@@ -165,10 +165,8 @@ class MlNamespace(pulumi.ComponentResource):
         team = args.team
         self._name = name
         self.team = team
-        self.namespace = apply(
-            f"{name}-namespace", ml_namespace(team, args.psa_version), pulumi.ResourceOptions(parent=self)
-        )
-        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.namespace = apply(f"{name}-namespace", ml_namespace(team, args.psa_version), child_options(opts, self))
+        in_ns = child_options(opts, self, depends_on=[self.namespace])
         self._in_ns = in_ns
         apply(f"{name}-quota", resource_quota(team), in_ns)
         apply(f"{name}-limits", limit_range(team), in_ns)
@@ -184,7 +182,7 @@ class MlNamespace(pulumi.ComponentResource):
         apply(
             f"{name}-local-queue",
             queue,
-            pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *(queue_depends_on or [])]),
+            child_options(opts, self, depends_on=[self.namespace, *(queue_depends_on or [])]),
         )
         self.namespace_name: pulumi.Output[str] = pulumi.Output.from_input(team.name)
         self.local_queue_name_value: str = queue["metadata"]["name"]

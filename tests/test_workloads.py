@@ -213,11 +213,10 @@ def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
         assert_restricted(r.manifest())
     assert deployment.manifest()["metadata"]["labels"]["app.kubernetes.io/version"] == tag
     assert "kind load docker-image" in build.props["create"] and build.props["triggers"] == [image]
-    # Serving starts after training finished; training after its model store exists.
-    assert job.urn in deployment.dependencies or any(
-        "TrainingJob::bookstore-train" in d for d in deployment.dependencies
-    )
-    assert any("ModelStore::bookstore-models" in d for d in job.dependencies)
+    # Serving starts after training finished; training after its model store and the image exist.
+    assert job.urn in deployment.dependencies
+    assert dev.named("bookstore-models-claim").urn in job.dependencies
+    assert build.urn in job.dependencies and build.urn in deployment.dependencies
     assert dev.named("bookstore-train-job").manifest()["metadata"]["namespace"] == "bookstore-ml"
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
+from mlplatform.objects import child_options
+
 __all__ = ["ContainerImage", "ContainerImageArgs", "content_tag"]
 
 
@@ -112,7 +114,7 @@ class ContainerImage(pulumi.ComponentResource):
                     "CONTEXT": _project_relative(args.context),
                 },
                 triggers=[image],
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_options(opts, self),
             )
             self.image_ref = pulumi.Output.all(build.stdout, image).apply(lambda parts: parts[1])
         else:
@@ -130,7 +132,7 @@ class ContainerImage(pulumi.ComponentResource):
                     "CONTEXT": _project_relative(args.context),
                 },
                 triggers=[image_name],
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_options(opts, self),
             )
             self.image_ref = build.stdout.apply(lambda _: image_name)
         self.register_outputs({"image_ref": self.image_ref})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 
-from mlplatform.objects import apply, labels_for
+from mlplatform.objects import apply, child_options, labels_for
 from mlplatform.tenancy import ingress_policy
 
 from .pod import EmptyDir, Mount, container_security, env_list, pod_security, resources, volumes_and_mounts
@@ -194,7 +194,7 @@ class InferenceService(pulumi.ComponentResource):
             suffix = manifest["metadata"]["name"] if kind == "NetworkPolicy" else kind.lower()
             # Pods of the Deployment cannot be created before their service account exists.
             after = [created["serviceaccount"]] if "serviceaccount" in created else []
-            created[suffix] = apply(f"{name}-{suffix}", manifest, pulumi.ResourceOptions(parent=self, depends_on=after))
+            created[suffix] = apply(f"{name}-{suffix}", manifest, child_options(opts, self, depends_on=after))
         self.deployment = created["deployment"]
         self.service_name = pulumi.Output.from_input(spec.name)
         self.service_url = pulumi.Output.from_input(

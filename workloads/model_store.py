@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 
-from mlplatform.objects import MANAGED_BY, apply
+from mlplatform.objects import MANAGED_BY, apply, child_options
 
 from .pod import Mount
 
@@ -85,9 +85,7 @@ class ModelStore(pulumi.ComponentResource):
         created: list[pulumi.Resource] = []
         for manifest in model_store_manifests(args):
             suffix = "volume" if manifest["kind"] == "PersistentVolume" else "claim"
-            created.append(
-                apply(f"{name}-{suffix}", manifest, pulumi.ResourceOptions(parent=self, depends_on=list(created)))
-            )
+            created.append(apply(f"{name}-{suffix}", manifest, child_options(opts, self, depends_on=list(created))))
         self.claim = created[-1]
         self.claim_name = pulumi.Output.from_input(CLAIM_NAME)
         self.register_outputs({"claim_name": self.claim_name})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pulumi
 
-from mlplatform.objects import apply
+from mlplatform.objects import apply, child_options
 
 from .training_job import TrainingSpec, _labels, job_spec
 
@@ -50,6 +50,6 @@ class RetrainSchedule(pulumi.ComponentResource):
 
     def __init__(self, name: str, spec: RetrainSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:RetrainSchedule", name, None, opts)
-        self.cronjob = apply(f"{name}-cronjob", retrain_cronjob_manifest(spec), pulumi.ResourceOptions(parent=self))
+        self.cronjob = apply(f"{name}-cronjob", retrain_cronjob_manifest(spec), child_options(opts, self))
         self.schedule = pulumi.Output.from_input(spec.schedule)
         self.register_outputs({"schedule": self.schedule})

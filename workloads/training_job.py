@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from mlplatform.kueue import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL
-from mlplatform.objects import apply, labels_for
+from mlplatform.objects import apply, child_options, labels_for
 
 from .pod import EmptyDir, Mount, container_security, env_list, pod_security, resources, volumes_and_mounts
 
@@ -106,8 +106,9 @@ class TrainingJob(pulumi.ComponentResource):
         self.job = apply(
             f"{name}-job",
             training_job_manifest(spec),
-            pulumi.ResourceOptions(
-                parent=self,
+            child_options(
+                opts,
+                self,
                 # A queued Job may wait for quota before it runs; Pulumi waits for it to finish.
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{spec.active_deadline_seconds // 60 + 10}m"),
             ),

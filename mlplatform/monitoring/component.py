@@ -12,7 +12,7 @@ import pulumi_random as random
 from .. import versions as platform_versions
 from ..config import ClusterProvider, PlatformConfig
 from ..helm import release
-from ..objects import MANAGED_BY, apply, namespace_manifest
+from ..objects import MANAGED_BY, apply, child_options, namespace_manifest
 from ..tenancy import ingress_policy
 from . import versions
 from .dashboards import dashboard_config_map, load_dashboards
@@ -90,11 +90,11 @@ class Monitoring(pulumi.ComponentResource):
         self.namespace = apply(
             f"{name}-namespace",
             namespace_manifest(ns, "privileged", platform_versions.PSA_VERSION),
-            pulumi.ResourceOptions(parent=self),
+            child_options(opts, self),
         )
-        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        in_ns = child_options(opts, self, depends_on=[self.namespace])
         password = random.RandomPassword(
-            f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-grafana-admin", length=32, special=False, opts=child_options(opts, self)
         )
         admin_secret = apply(f"{name}-grafana-admin", grafana_admin_secret(ns, password.result), in_ns)
         dashboards = [
@@ -107,10 +107,10 @@ class Monitoring(pulumi.ComponentResource):
             namespace=ns,
             values=kube_prometheus_stack_values(retention=args.retention, retention_size=args.retention_size),
             values_overrides=args.stack_overrides,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, admin_secret, *dashboards]),
+            opts=child_options(opts, self, depends_on=[self.namespace, admin_secret, *dashboards]),
         )
         # PrometheusRule, ServiceMonitor: their CRDs come with the stack.
-        self._after_stack = pulumi.ResourceOptions(parent=self, depends_on=[self.stack])
+        self._after_stack = child_options(opts, self, depends_on=[self.stack])
         self.adapter = release(
             ADAPTER_RELEASE,
             versions.PROMETHEUS_ADAPTER,
