@@ -11,6 +11,7 @@ cannot silently come back empty.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -280,6 +281,9 @@ def run_under_mocks(
     """Run ``program`` once under mocks (preview=False: every output known) and record it."""
     mocks = mocks or PlatformMocks()
     monitor = RecordingMonitor(mocks)
+    # Each run gets its own event loop: a caller (an async test, a server) may have closed or
+    # unset the thread's loop, and the Pulumi runtime schedules everything on it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     # A previous run's root stack (another stack name) must not parent this run's resources.
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)

@@ -32,9 +32,6 @@ def _program(*, scrape: bool) -> Platform:
     platform = build_platform("dev")
     if scrape and platform.monitoring is not None:
         platform.monitoring.scrape(platform.namespaces[TEAM], APP, SELECTOR)
-        platform.monitoring.admit_prometheus(
-            "dcgm", namespace="gpu-system", pod_labels={"app.kubernetes.io/name": "dcgm-exporter"}, port=9400
-        )
     return platform
 
 
