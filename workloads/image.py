@@ -101,38 +101,31 @@ class ContainerImage(pulumi.ComponentResource):
         self.tag = prebuilt_version(args.prebuilt) if args.prebuilt else content_tag(args.context, args.dockerfile)
         if args.prebuilt:
             self.image_ref: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt)
-        elif args.repository is not None:
+            self.register_outputs({"image_ref": self.image_ref})
+            return
+        image: pulumi.Input[str]
+        target: dict[str, pulumi.Input[str]]
+        if args.repository is not None:
             image = args.repository.apply(lambda repo: f"{repo}:{self.tag}")
-            build = command.local.Command(
-                f"{name}-build",
-                create=_BUILD_AND_PUSH,
-                interpreter=["/bin/bash", "-c"],
-                environment={
-                    "IMAGE": image,
-                    "REPOSITORY": args.repository,
-                    "DOCKERFILE": _project_relative(args.dockerfile),
-                    "CONTEXT": _project_relative(args.context),
-                },
-                triggers=[image],
-                opts=child_options(opts, self),
-            )
-            self.image_ref = pulumi.Output.all(build.stdout, image).apply(lambda parts: parts[1])
+            script, target = _BUILD_AND_PUSH, {"REPOSITORY": args.repository}
+        elif args.kind_cluster is not None:
+            image = f"{args.name}:{self.tag}"
+            script, target = _BUILD_AND_LOAD, {"KIND_CLUSTER": args.kind_cluster}
         else:
-            if args.kind_cluster is None:
-                raise ValueError(f"ContainerImage {name}: give kind_cluster, repository or prebuilt")
-            image_name = f"{args.name}:{self.tag}"
-            build = command.local.Command(
-                f"{name}-build",
-                create=_BUILD_AND_LOAD,
-                interpreter=["/bin/bash", "-c"],
-                environment={
-                    "IMAGE": image_name,
-                    "KIND_CLUSTER": args.kind_cluster,
-                    "DOCKERFILE": _project_relative(args.dockerfile),
-                    "CONTEXT": _project_relative(args.context),
-                },
-                triggers=[image_name],
-                opts=child_options(opts, self),
-            )
-            self.image_ref = build.stdout.apply(lambda _: image_name)
+            raise ValueError(f"ContainerImage {name}: give kind_cluster, repository or prebuilt")
+        build = command.local.Command(
+            f"{name}-build",
+            create=script,
+            interpreter=["/bin/bash", "-c"],
+            environment={
+                "IMAGE": image,
+                **target,
+                "DOCKERFILE": _project_relative(args.dockerfile),
+                "CONTEXT": _project_relative(args.context),
+            },
+            triggers=[image],
+            opts=child_options(opts, self),
+        )
+        # Resolves only once the build (and load or push) succeeded.
+        self.image_ref = pulumi.Output.all(build.stdout, image).apply(lambda parts: str(parts[1]))
         self.register_outputs({"image_ref": self.image_ref})
