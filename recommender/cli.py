@@ -38,6 +38,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -119,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _registry_args(p)
     p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="(default: %(default)s)")
-    p.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS,
+    p.add_argument("--poll-seconds", type=_positive_float, default=DEFAULT_POLL_SECONDS,
                    help="how often the alias is checked (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=_positive_int, default=1 << 20,
                    help="larger request bodies get 413 (default: %(default)s)")

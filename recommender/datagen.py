@@ -54,6 +54,8 @@ class DatasetSpec:
     days: int = 365  # orders spread over this many days
 
     def validate(self) -> None:
+        if self.seed < 0:
+            raise InputError(f"--seed must be >= 0, got {self.seed}")
         for name in ("customers", "books", "orders"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} must be >= 1, got {getattr(self, name)}")

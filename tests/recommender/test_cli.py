@@ -33,11 +33,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.count("\n") == 0 and err.startswith("error: ") and "missing.csv" in err
 
 
-def test_argparse_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["generate", "--out", "x", "--orders", "-5"], "--orders"),
+        (["serve", "--registry", "r", "--model", "m", "--poll-seconds", "0"], "--poll-seconds"),
+        (["serve", "--registry", "r", "--model", "m", "--port", "70000"], "--port"),
+        (["train", "--orders", "o", "--out", "a", "--similarity", "jaccard"], "--similarity"),
+    ],
+)
+def test_argparse_rejects_bad_values(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["generate", "--out", "x", "--orders", "-5"])
+        main(argv)
     assert exc.value.code == EXIT_BAD_INPUT
-    assert "--orders" in capsys.readouterr().err
+    assert flag in capsys.readouterr().err
 
 
 def test_registry_flags_required_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -83,6 +83,7 @@ def test_times_increase_per_customer(small_data: Path) -> None:
         (DatasetSpec(customers=0), "--customers"),
         (DatasetSpec(orders=0), "--orders"),
         (DatasetSpec(books=3), "--books"),
+        (DatasetSpec(seed=-1), "--seed"),
     ],
 )
 def test_bad_spec_names_the_flag(tmp_path: Path, spec: DatasetSpec, field: str) -> None:
