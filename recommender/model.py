@@ -29,8 +29,9 @@ ProgressFn = Callable[[int, int], None]
 
 def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_matrix:
     """Customer x book weights whose book-column dot products are the similarity."""
-    w = x.tocsc(copy=True).astype(np.float32)
+    w = x.tocsc().astype(np.float32, copy=False)  # tocsc already copies
     n_items = x.shape[1]
+    per_book = np.diff(w.indptr)
     if similarity in ("bm25", "tfidf"):
         # idf over customers: a customer who buys everything says little about any pair.
         user_deg = np.diff(x.indptr).astype(np.float64)
@@ -39,16 +40,16 @@ def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_ma
         w.data *= idf[w.indices]
     if similarity == "bm25":
         # Damp popular books: BM25 length normalisation over each book's buyer count.
-        item_deg = np.diff(w.indptr).astype(np.float32)
+        item_deg = per_book.astype(np.float32)
         avg = float(item_deg.mean()) if item_deg.size else 1.0
         length_norm = (1 - b) + b * item_deg / max(avg, 1e-9)
-        col = np.repeat(np.arange(n_items), np.diff(w.indptr))
-        w.data = w.data * (k1 + 1) / (k1 * length_norm[col] + 1.0)
+        w.data = w.data * (k1 + 1) / (k1 * np.repeat(length_norm, per_book) + 1.0)
     else:
-        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=0)).ravel())
+        # Column L2 norms from a running sum of squares (no temporary sparse matrix).
+        sq = np.concatenate(([0.0], np.cumsum(np.square(w.data, dtype=np.float64))))
+        norms = np.sqrt(sq[w.indptr[1:]] - sq[w.indptr[:-1]])
         norms[norms == 0] = 1.0
-        col = np.repeat(np.arange(n_items), np.diff(w.indptr))
-        w.data /= norms[col].astype(np.float32)
+        w.data /= np.repeat(norms.astype(np.float32), per_book)  # divide: reciprocals round differently
     return w
 
 
