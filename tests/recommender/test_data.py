@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender.data import read_orders
 from recommender.errors import InputError
@@ -73,3 +75,30 @@ def test_codes_round_trip(small_data: Path) -> None:
     assert data.users.max() < data.n_users
     assert np.all(np.diff(data.item_ids.astype(str) < data.item_ids.astype(str)) == 0)  # sorted unique
     assert data.matrix().nnz <= data.users.size
+
+
+_cell = st.text(alphabet=st.sampled_from('ab1,"\n\r Z:-T\x00é'), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    header=st.lists(st.sampled_from(["customer_id", "book_id", "ordered_at", "x", ""]), min_size=0, max_size=4),
+    rows=st.lists(st.lists(_cell, max_size=4), max_size=6),
+    raw=st.binary(max_size=40),
+)
+def test_any_file_parses_or_fails_with_input_error(header: list[str], rows: list[list[str]], raw: bytes) -> None:
+    """Whatever the file holds, the reader returns orders or raises InputError (never a traceback)."""
+    import tempfile
+
+    text = "\n".join([",".join(header), *(",".join(r) for r in rows)])
+    for content in (text.encode("utf-8", "surrogatepass"), raw):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "orders.csv"
+            path.write_bytes(content)
+            try:
+                data = read_orders(path)
+            except InputError as err:
+                assert str(err).startswith("--orders")
+            else:
+                assert data.users.size == data.items.size > 0
+                assert data.matrix().shape == (data.n_users, data.n_items)
