@@ -228,13 +228,25 @@ INVOKE_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+# What a preview cannot know: these run only on `pulumi up` (e.g. `kind create cluster`).
+RUN_ONLY_ON_UP = frozenset({"command:local:Command"})
+
+
 class PlatformMocks(pulumi_mocks.Mocks):
-    """Mocks for the whole program: resource outputs echo inputs plus provider-computed fields."""
+    """Mocks for the whole program: resource outputs echo inputs plus provider-computed fields.
+
+    With ``preview`` the outputs of resources that only act on ``up`` stay unknown, as in a real
+    ``pulumi preview``: the kind cluster's kubeconfig, for one.
+    """
+
+    def __init__(self, *, preview: bool = False) -> None:
+        super().__init__()
+        self.preview = preview
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         filler = OUTPUT_FILLERS.get(args.typ)
-        if filler is not None:
+        if filler is not None and not (self.preview and args.typ in RUN_ONLY_ON_UP):
             outputs.update(filler(args))
         return f"{args.name}-id", outputs
 
@@ -277,16 +289,18 @@ def run_under_mocks(
     stack: str,
     config: Mapping[str, str],
     mocks: pulumi_mocks.Mocks | None = None,
+    preview: bool = False,
 ) -> Capture:
-    """Run ``program`` once under mocks (preview=False: every output known) and record it."""
-    mocks = mocks or PlatformMocks()
+    """Run ``program`` once under mocks and record it. By default as ``pulumi up`` (every output
+    known, so assertions inside ``apply`` run); ``preview=True`` leaves up-only outputs unknown."""
+    mocks = mocks or PlatformMocks(preview=preview)
     monitor = RecordingMonitor(mocks)
     # Each run gets its own event loop: a caller (an async test, a server) may have closed or
     # unset the thread's loop, and the Pulumi runtime schedules everything on it.
     asyncio.set_event_loop(asyncio.new_event_loop())
     # A previous run's root stack (another stack name) must not parent this run's resources.
     pulumi_settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config))
     capture = Capture(stack=stack)
 

@@ -6,10 +6,11 @@ from typing import Any
 
 import yaml
 
-from mlplatform.capture import Capture, capture_stack
+from mlplatform.capture import Capture, capture_stack, run_under_mocks, stack_file_config
 from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH, kind_config
 from mlplatform.cluster.pools import GPU_TAINT, POOL_LABEL
 from mlplatform.config import parse_config
+from mlplatform.program import build_platform
 from mlplatform.versions import KIND_NODE_IMAGE
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -237,3 +238,16 @@ def test_each_team_gets_its_own_namespace_and_queue() -> None:
     capture = capture_stack("dev", {"teams": ["bookstore-ml", "search-ml"]})
     assert sorted(q["metadata"]["namespace"] for q in capture.kind("LocalQueue")) == ["bookstore-ml", "search-ml"]
     assert sorted(q["metadata"]["namespace"] for q in capture.kind("ResourceQuota")) == ["bookstore-ml", "search-ml"]
+
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's wire sentinel for an unknown value
+
+
+def test_preview_needs_no_cluster(dev: Capture) -> None:
+    # In a preview `kind create cluster` does not run: the kubeconfig is unknown, and the program
+    # must still register every resource (pulumi-kubernetes previews against an unknown provider).
+    config = stack_file_config("dev")
+    preview = run_under_mocks(lambda: build_platform("dev"), stack="dev", config=config, preview=True)
+    kubeconfig = preview.named("ml-platform-provider").inputs["kubeconfig"]
+    assert UNKNOWN in str(kubeconfig)
+    assert sorted(r.name for r in preview.resources) == sorted(r.name for r in dev.resources)
