@@ -36,7 +36,7 @@ class MetricsServer(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlplatform:metrics:MetricsServer", name, None, opts)
-        self.release = release(
+        metrics = release(
             "metrics-server",
             versions.METRICS_SERVER,
             namespace="kube-system",
@@ -44,4 +44,5 @@ class MetricsServer(pulumi.ComponentResource):
             values_overrides=values_overrides,
             opts=child_options(opts, self),
         )
-        self.register_outputs({})
+        self.release_name: pulumi.Output[str] = metrics.name  # type: ignore[assignment]
+        self.register_outputs({"release_name": self.release_name})
