@@ -239,6 +239,8 @@ class PlatformMocks(pulumi_mocks.Mocks):
     ``pulumi preview``: the kind cluster's kubeconfig, for one.
     """
 
+    preview = False  # class default: subclasses that override __init__ still behave as `up`
+
     def __init__(self, *, preview: bool = False) -> None:
         super().__init__()
         self.preview = preview

@@ -122,7 +122,10 @@ KEYS: dict[str, Key] = {
     "eksGpuNodesMax": Key("integer", 2, "eks: GPU node group maximum size."),
     "eksGpusPerNode": Key("integer", 1, "eks: GPUs per GPU instance (g5.xlarge has 1)."),
     "eksPublicAccessCidrs": Key(
-        "array", [], "eks: CIDRs allowed to reach the public API endpoint (empty = private only)."
+        "array", [], "eks: CIDRs allowed to reach the public API endpoint (your address, e.g. 203.0.113.7/32)."
+    ),
+    "eksPrivateEndpointOnly": Key(
+        "boolean", False, "eks: no public API endpoint; pulumi runs inside the VPC (VPN, bastion, in-VPC CI)."
     ),
 }
 
@@ -150,6 +153,7 @@ class EksConfig:
     gpu_nodes_max: int = 2
     gpus_per_node: int = 1
     public_access_cidrs: tuple[str, ...] = ()
+    private_endpoint_only: bool = False  # pulumi itself runs inside the VPC
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,8 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     r.check(kind.model_store_path.startswith("/"), "kindModelStorePath", kind.model_store_path, "an absolute host path")
 
     eks = _parse_eks(r)
+    if provider is ClusterProvider.EKS:
+        _check_eks_endpoint(r, eks)
 
     slicing = r.get("gpuTimeSlicingReplicas")
     r.check(1 <= slicing <= 32, "gpuTimeSlicingReplicas", slicing, "an integer from 1 (off) to 32")
@@ -426,6 +432,7 @@ def _parse_eks(r: _Reader) -> EksConfig:
         gpu_nodes_max=r.get("eksGpuNodesMax"),
         gpus_per_node=r.get("eksGpusPerNode"),
         public_access_cidrs=tuple(r.get("eksPublicAccessCidrs")),
+        private_endpoint_only=r.get("eksPrivateEndpointOnly"),
     )
     try:
         net = ipaddress.ip_network(eks.vpc_cidr)
@@ -461,6 +468,24 @@ def _parse_eks(r: _Reader) -> EksConfig:
         except ValueError:
             r._fail("eksPublicAccessCidrs", cidr, "CIDR blocks such as 203.0.113.0/24")
     return eks
+
+
+def _check_eks_endpoint(r: _Reader, eks: EksConfig) -> None:
+    """Pulumi installs the platform through the Kubernetes API: it must be able to reach it."""
+    if eks.private_endpoint_only and eks.public_access_cidrs:
+        r._fail(
+            "eksPublicAccessCidrs",
+            list(eks.public_access_cidrs),
+            "empty when ml-platform:eksPrivateEndpointOnly is true (a private-only endpoint has no public CIDRs)",
+        )
+    elif not eks.private_endpoint_only and not eks.public_access_cidrs:
+        r._fail(
+            "eksPublicAccessCidrs",
+            [],
+            "your address, so pulumi can reach the API: pulumi config set --path "
+            "'ml-platform:eksPublicAccessCidrs[0]' <your-ip>/32; or set ml-platform:eksPrivateEndpointOnly "
+            "true when pulumi runs inside the VPC (VPN, bastion, in-VPC CI)",
+        )
 
 
 def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_memory: Any, team_gpus: int) -> None:

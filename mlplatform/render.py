@@ -1,6 +1,7 @@
 """Render a stack's desired state to files, without a cluster, cloud account or Pulumi CLI.
 
     python -m mlplatform.render --stack dev --out rendered/
+    python -m mlplatform.render --stack eks --set 'eksPublicAccessCidrs=["203.0.113.7/32"]'
 
 Writes, under ``<out>/<stack>/``:
   kubernetes/NN-<kind>-<namespace>-<name>.yaml   every Kubernetes object, in registration order
@@ -100,12 +101,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stack", default="dev", help="stack name; reads Pulumi.<stack>.yaml (default: dev)")
     parser.add_argument("--out", type=Path, default=Path("rendered"), help="output directory (default: rendered/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set 'eksPublicAccessCidrs=[\"203.0.113.7/32\"]' (repeatable)",
+    )
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. --set kindGpuWorkers=2")
+        try:
+            overrides[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parser.error(f'--set {item!r}: the value is not valid YAML (quote lists: \'["a", "b"]\')')
     stacks = known_stacks()
     if args.stack not in stacks:
         parser.error(f"unknown stack {args.stack!r}: expected one of {', '.join(stacks)} (a Pulumi.<stack>.yaml file)")
     try:
-        capture = capture_stack(args.stack)
+        capture = capture_stack(args.stack, overrides)
     except ConfigError as err:
         print(f"error: Pulumi.{args.stack}.yaml: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import yaml
 from mlplatform.capture import run_under_mocks
 from mlplatform.config import KEYS, NAMESPACE, ClusterProvider, ConfigError, PlatformConfig, parse_config
 from mlplatform.program import build_platform
+from tests.stacks import EKS_FROM_HERE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,21 +47,42 @@ def test_project_uses_pip_virtualenv_and_a_local_backend() -> None:
     assert project["backend"]["url"].startswith("file://")
 
 
+def stack_file_values(stack: str) -> dict[str, str]:
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"] or {}
+    values = {}
+    for key, value in raw.items():
+        if key.startswith(f"{NAMESPACE}:"):
+            text = (
+                json.dumps(value)
+                if isinstance(value, list)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
+            values[key.split(":", 1)[1]] = text
+    return values
+
+
 def test_every_stack_file_parses() -> None:
-    for path in ROOT.glob("Pulumi.*.yaml"):
-        stack = path.name.split(".")[1]
-        values = {
-            k.split(":", 1)[1]: v
-            for k, v in (yaml.safe_load(path.read_text())["config"] or {}).items()
-            if k.startswith(f"{NAMESPACE}:")
-        }
-        parse_config(
-            {
-                k: json.dumps(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in values.items()
-            },
-            stack=stack,
-        )
+    assert parse_config(stack_file_values("dev"), stack="dev").provider is ClusterProvider.KIND
+    # eks: each user adds their own address first (README); with one, the file is valid.
+    eks = {**stack_file_values("eks"), "eksPublicAccessCidrs": json.dumps(EKS_FROM_HERE["eksPublicAccessCidrs"])}
+    assert parse_config(eks, stack="eks").provider is ClusterProvider.EKS
+
+
+def test_eks_without_a_reachable_api_endpoint_is_refused_before_anything_is_created() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(stack_file_values("eks"), stack="eks")
+    (problem,) = info.value.problems
+    assert problem.startswith("ml-platform:eksPublicAccessCidrs = [] is not allowed: your address")
+    assert "pulumi config set --path 'ml-platform:eksPublicAccessCidrs[0]' <your-ip>/32" in problem
+    assert "eksPrivateEndpointOnly" in problem
+    private = parse_config({**stack_file_values("eks"), "eksPrivateEndpointOnly": "true"}, stack="eks")
+    assert private.eks.private_endpoint_only and private.eks.public_access_cidrs == ()
+    problems = errors_for(
+        clusterProvider="eks", eksPrivateEndpointOnly="true", eksPublicAccessCidrs=["198.51.100.0/24"]
+    )
+    assert any("empty when ml-platform:eksPrivateEndpointOnly is true" in p for p in problems), problems
 
 
 def test_values_arrive_as_strings_like_the_cli_sends_them() -> None:

@@ -1,11 +1,12 @@
 """The eks stack under Pulumi mocks (preview=False): network, nodes, GPU taint, API exposure, IAM.
 
-Nothing here reaches AWS: ``capture_stack("eks")`` runs the real program from Pulumi.eks.yaml and
+Nothing here reaches AWS: ``capture_stack("eks", EKS_FROM_HERE)`` runs the real program from Pulumi.eks.yaml and
 records what the engine would receive; the mocks answer every invoke and raise on any other.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from mlplatform.capture import Capture, CapturedResource, capture_stack
 from mlplatform.cluster.eks_network import ELB_ROLE_TAG, INTERNAL_ELB_ROLE_TAG, cluster_tag
 from mlplatform.cluster.pools import GPU_TAINT
+from tests.stacks import EKS_FROM_HERE
 from tests.validation import has_schema, validate_manifest
 
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -25,7 +27,7 @@ EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule"
 
 @pytest.fixture(scope="module")
 def eks() -> Capture:
-    capture = capture_stack("eks")
+    capture = capture_stack("eks", EKS_FROM_HERE)
     assert len(capture.of_type(CLUSTER)) == 1  # a run that registered nothing would pass every "for all"
     return capture
 
@@ -113,8 +115,9 @@ def test_scale_from_zero_tags_describe_the_gpu_template_node(eks: Capture) -> No
     assert not any(k.endswith("/label/mlplatform.io/pool") and v == "cpu" for k, v in tags.items())
 
 
-def test_api_endpoint_is_private_unless_cidrs_are_configured(eks: Capture) -> None:
-    vpc_config = eks.of_type(CLUSTER)[0].props["vpcConfig"]
+def test_api_endpoint_is_private_when_deploying_from_inside_the_vpc() -> None:
+    private = capture_stack("eks", {"eksPublicAccessCidrs": [], "eksPrivateEndpointOnly": True})
+    vpc_config = private.of_type(CLUSTER)[0].props["vpcConfig"]
     assert vpc_config["endpointPrivateAccess"] is True
     assert vpc_config["endpointPublicAccess"] is False
     assert "0.0.0.0/0" not in (vpc_config.get("publicAccessCidrs") or [])
@@ -210,3 +213,37 @@ def test_teardown_removes_everything_in_the_vpc_before_the_vpc(eks: Capture) -> 
     for r in in_vpc:
         subnet_urns = [s.urn for s in eks.of_type(SUBNET)]
         assert _reaches(eks, r, [cluster.urn, *subnet_urns]), r.name
+
+
+def test_network_policies_are_enforced_by_the_vpc_cni(eks: Capture) -> None:
+    # The ML namespaces' default-deny is only real if the CNI enforces NetworkPolicies.
+    (cni,) = [a.props for a in eks.of_type("aws:eks/addon:Addon") if a.props["addonName"] == "vpc-cni"]
+    assert json.loads(cni["configurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert eks.kind("NetworkPolicy")
+
+
+def test_destroy_tolerates_an_unreachable_cluster(eks: Capture) -> None:
+    (provider,) = eks.of_type("pulumi:providers:kubernetes")
+    assert provider.props["deleteUnreachable"] == "true"  # provider config travels as strings
+
+
+def test_missing_gpu_capacity_does_not_block_the_platform(eks: Capture) -> None:
+    gpu_group = next(
+        r for r in eks.of_type("aws:eks/nodeGroup:NodeGroup") if r.props["labels"]["mlplatform.io/pool"] == "gpu"
+    )
+    cpu_group = next(
+        r for r in eks.of_type("aws:eks/nodeGroup:NodeGroup") if r.props["labels"]["mlplatform.io/pool"] == "cpu"
+    )
+    kueue = next(r for r in eks.of_type("kubernetes:helm.sh/v3:Release") if r.name == "kueue")
+    assert cpu_group.urn in kueue.dependencies
+    assert gpu_group.urn not in kueue.dependencies
+
+
+def test_the_image_is_pushed_for_the_nodes_architecture_once_per_content_tag() -> None:
+    stack = capture_stack("eks", {**EKS_FROM_HERE, "aws:profile": "ml-admin"})
+    build = stack.named("bookstore-image-build").props
+    assert "--platform linux/amd64" in build["create"]
+    assert "aws ecr describe-images" in build["create"]  # an immutable tag is never pushed twice
+    assert build["environment"]["AWS_PROFILE"] == "ml-admin"
+    repository, tag = build["environment"]["IMAGE"].rsplit(":", 1)
+    assert repository == build["environment"]["REPOSITORY"] and len(tag) == 12

@@ -19,6 +19,7 @@ from mlplatform.cluster.eks_storage import MODEL_STORE_CLASS
 from mlplatform.cluster.pools import node_pools
 from mlplatform.config import ConfigError, parse_config
 from mlplatform.program import build_platform
+from tests.stacks import EKS_FROM_HERE
 
 EXPECTED_INVOKES = {
     "aws:index/getAvailabilityZones:getAvailabilityZones",
@@ -43,7 +44,12 @@ class RecordingMocks(PlatformMocks):
 
 def test_every_invoke_is_answered_with_non_empty_fields() -> None:
     mocks = RecordingMocks()
-    run_under_mocks(lambda: build_platform("eks"), stack="eks", config=stack_file_config("eks"), mocks=mocks)
+    run_under_mocks(
+        lambda: build_platform("eks"),
+        stack="eks",
+        config={**stack_file_config("eks"), "ml-platform:eksPublicAccessCidrs": '["203.0.113.0/24"]'},
+        mocks=mocks,
+    )
     assert {token for token, _ in mocks.calls} == EXPECTED_INVOKES
     for token, answer in mocks.calls:
         assert answer and all(v not in (None, "", []) for v in answer.values()), token
@@ -52,7 +58,7 @@ def test_every_invoke_is_answered_with_non_empty_fields() -> None:
 def test_an_unanswered_invoke_fails_the_run_instead_of_returning_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(capture.INVOKE_ANSWERS, "aws:index/getPartition:getPartition")
     with pytest.raises(Exception, match="getPartition"):
-        capture_stack("eks")
+        capture_stack("eks", EKS_FROM_HERE)
 
 
 def test_an_iam_user_deployer_is_its_own_access_entry(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +68,7 @@ def test_an_iam_user_deployer_is_its_own_access_entry(monkeypatch: pytest.Monkey
         "aws:index/getCallerIdentity:getCallerIdentity",
         lambda args: {"id": "123456789012", "accountId": "123456789012", "arn": user, "userId": "AIDAEXAMPLE"},
     )
-    (entry,) = capture_stack("eks").of_type("aws:eks/accessEntry:AccessEntry")
+    (entry,) = capture_stack("eks", EKS_FROM_HERE).of_type("aws:eks/accessEntry:AccessEntry")
     assert entry.props["principalArn"] == user
 
 
@@ -79,11 +85,11 @@ def test_iam_role_arn_turns_sessions_into_roles_and_keeps_users() -> None:
 
 def test_more_zones_than_the_region_has_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"eksAvailabilityZones = 4.*only 3"):
-        capture_stack("eks", {"eksAvailabilityZones": 4})
+        capture_stack("eks", {**EKS_FROM_HERE, "eksAvailabilityZones": 4})
 
 
 def test_three_zones_give_three_private_subnets_for_the_nodes() -> None:
-    stack = capture_stack("eks", {"eksAvailabilityZones": 3})
+    stack = capture_stack("eks", {**EKS_FROM_HERE, "eksAvailabilityZones": 3})
     private = [
         s for s in stack.of_type("aws:ec2/subnet:Subnet") if "kubernetes.io/role/internal-elb" in s.props["tags"]
     ]
@@ -125,11 +131,11 @@ def test_add_ons_are_installed_at_their_pinned_versions_with_pod_identity_for_cs
 
 @pytest.fixture(scope="module")
 def eks_addons() -> dict[str, Any]:
-    return {a.props["addonName"]: a.props for a in capture_stack("eks").of_type("aws:eks/addon:Addon")}
+    return {a.props["addonName"]: a.props for a in capture_stack("eks", EKS_FROM_HERE).of_type("aws:eks/addon:Addon")}
 
 
 def test_model_store_is_encrypted_efs_reachable_by_nfs_from_the_cluster_only() -> None:
-    stack = capture_stack("eks")
+    stack = capture_stack("eks", EKS_FROM_HERE)
     (fs,) = stack.of_type("aws:efs/fileSystem:FileSystem")
     assert fs.props["encrypted"] is True
     private = {f"{s.name}-id" for s in stack.of_type("aws:ec2/subnet:Subnet") if "internal-elb" in json.dumps(s.props)}
@@ -151,7 +157,7 @@ def test_model_store_is_encrypted_efs_reachable_by_nfs_from_the_cluster_only() -
 
 
 def test_images_go_to_an_immutable_scanned_ecr_repository() -> None:
-    stack = capture_stack("eks")
+    stack = capture_stack("eks", EKS_FROM_HERE)
     (repo,) = stack.of_type("aws:ecr/repository:Repository")
     assert repo.props["imageTagMutability"] == "IMMUTABLE"
     assert repo.props["imageScanningConfiguration"] == {"scanOnPush": True}
@@ -169,13 +175,15 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
 
 
 def test_kubeconfig_output_is_a_secret() -> None:
-    stack = capture_stack("eks")
+    stack = capture_stack("eks", EKS_FROM_HERE)
     (provider,) = stack.of_type("pulumi:providers:kubernetes")
     assert capture.SECRET_SIG in json.dumps(provider.inputs["kubeconfig"])
 
 
 def test_autoscaler_template_tags_follow_the_pool() -> None:
-    config = parse_config({"clusterProvider": "eks", "eksGpusPerNode": "4"}, stack="eks")
+    config = parse_config(
+        {"clusterProvider": "eks", "eksGpusPerNode": "4", "eksPrivateEndpointOnly": "true"}, stack="eks"
+    )
     cpu, gpu = node_pools(config)
     tags = autoscaler_node_template_tags(gpu)
     assert tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] == "4"

@@ -183,7 +183,7 @@ def test_an_hpa_scaling_on_requests_per_second_validates() -> None:
 
 
 def test_args_for_eks_keep_a_week_of_history() -> None:
-    eks = parse_config({"clusterProvider": "eks", "teams": '["a", "b"]'}, stack="eks")
+    eks = parse_config({"clusterProvider": "eks", "teams": '["a", "b"]', "eksPrivateEndpointOnly": "true"}, stack="eks")
     args = MonitoringArgs.for_platform(eks, cluster=None)  # type: ignore[arg-type]
     assert args.retention == "7d" and args.ml_namespaces == ("a", "b")
     dev = MonitoringArgs.for_platform(parse_config({}, stack="dev"), cluster=None)  # type: ignore[arg-type]

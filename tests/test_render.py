@@ -49,7 +49,7 @@ def test_render_replaces_a_previous_render(tmp_path: Path) -> None:
 def test_bad_stack_config_is_a_clear_error_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(stack: str) -> None:
+    def broken(stack: str, overrides: object) -> None:
         raise ConfigError(["ml-platform:kindCpuWorkers = -1 is not allowed: an integer >= 1"])
 
     monkeypatch.setattr(render, "capture_stack", broken)
@@ -62,3 +62,19 @@ def test_unknown_stack_names_the_known_ones(capsys: pytest.CaptureFixture[str]) 
         render.main(["--stack", "prod"])
     assert exit_info.value.code == 2
     assert "unknown stack 'prod': expected one of dev, eks" in capsys.readouterr().err
+
+
+def test_eks_renders_once_an_address_is_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert render.main(["--stack", "eks", "--out", str(tmp_path)]) == 2
+    assert "eksPublicAccessCidrs = [] is not allowed" in capsys.readouterr().err
+    argv = ["--stack", "eks", "--out", str(tmp_path), "--set", 'eksPublicAccessCidrs=["203.0.113.7/32"]']
+    assert render.main(argv) == 0
+    others = yaml.safe_load((tmp_path / "eks" / "resources.yaml").read_text())
+    (cluster,) = [r for r in others if r["type"] == "aws:eks/cluster:Cluster"]
+    assert cluster["inputs"]["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.7/32"]
+
+
+def test_a_malformed_set_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        render.main(["--stack", "dev", "--set", "kindGpuWorkers"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err

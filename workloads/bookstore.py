@@ -97,6 +97,7 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
             kind_cluster=config.cluster_name if cluster.image_repository is None else None,
             repository=cluster.image_repository,
             prebuilt=rec.image,
+            push_environment=cluster.image_push_environment,
         ),
         opts=pulumi.ResourceOptions(depends_on=list(cluster.ready)),
     )

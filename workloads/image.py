@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
@@ -64,16 +65,25 @@ def _project_relative(path: Path) -> str:
         return str(path)
 
 
+# No provenance/SBOM attestations: with Docker's containerd image store (Docker Desktop, Engine 29)
+# `docker save` references them without including them and `kind load` fails (kind#3795, #4236).
 _BUILD_AND_LOAD = r"""set -euo pipefail
-docker build --tag "$IMAGE" --file "$DOCKERFILE" "$CONTEXT" >&2
+docker build --provenance=false --sbom=false --tag "$IMAGE" --file "$DOCKERFILE" "$CONTEXT" >&2
 kind load docker-image "$IMAGE" --name "$KIND_CLUSTER" >&2
 echo "$IMAGE"
 """
+# The nodes are x86_64 whatever builds the image (an arm64 laptop included). Tags are immutable in
+# the repository: an image already pushed under this content tag is the same image, so skip it.
 _BUILD_AND_PUSH = r"""set -euo pipefail
 registry="${REPOSITORY%%/*}"
 region="$(echo "$registry" | cut -d. -f4)"
+repository="${REPOSITORY#*/}"
+if aws ecr describe-images --region "$region" --repository-name "$repository" \
+     --image-ids "imageTag=${IMAGE##*:}" >/dev/null 2>&1; then
+  echo "$IMAGE"; exit 0
+fi
 aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry" >&2
-docker build --tag "$IMAGE" --file "$DOCKERFILE" "$CONTEXT" >&2
+docker build --platform linux/amd64 --provenance=false --tag "$IMAGE" --file "$DOCKERFILE" "$CONTEXT" >&2
 docker push "$IMAGE" >&2
 echo "$IMAGE"
 """
@@ -87,6 +97,7 @@ class ContainerImageArgs:
     kind_cluster: str | None = None  # load into this kind cluster's nodes
     repository: pulumi.Output[str] | None = None  # or push to this registry repository
     prebuilt: str = ""  # use this pinned reference as-is; nothing is built
+    push_environment: Mapping[str, str] = field(default_factory=dict)  # e.g. AWS_PROFILE for the push
 
 
 class ContainerImage(pulumi.ComponentResource):
@@ -107,7 +118,7 @@ class ContainerImage(pulumi.ComponentResource):
         target: dict[str, pulumi.Input[str]]
         if args.repository is not None:
             image = args.repository.apply(lambda repo: f"{repo}:{self.tag}")
-            script, target = _BUILD_AND_PUSH, {"REPOSITORY": args.repository}
+            script, target = _BUILD_AND_PUSH, {"REPOSITORY": args.repository, **args.push_environment}
         elif args.kind_cluster is not None:
             image = f"{args.name}:{self.tag}"
             script, target = _BUILD_AND_LOAD, {"KIND_CLUSTER": args.kind_cluster}

@@ -32,3 +32,5 @@ class Cluster(Protocol):
     # Registry repository the recommender image is pushed to; None = images are loaded straight
     # into the nodes (kind load), no registry involved.
     image_repository: pulumi.Output[str] | None
+    # Extra environment for pushing there (e.g. the AWS profile the provider uses).
+    image_push_environment: dict[str, str]

@@ -53,6 +53,9 @@ ADDON_VERSIONS: dict[str, dict[str, str]] = {
 # Installed before any node joins: nodes need pod networking and kube-proxy to become Ready, and
 # the Pod Identity agent must run before the CSI drivers ask it for credentials.
 _BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# The VPC CNI accepts NetworkPolicies but enforces none until asked to: without this the ML
+# namespaces' default-deny would be decoration.
+_ADDON_CONFIGURATION: dict[str, dict[str, object]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 # Deployments that need a node to run on: created after the CPU node group, or they never turn ACTIVE.
 _AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "aws-efs-csi-driver")
 # Service accounts the CSI controllers run as (fixed by the add-ons), for EKS Pod Identity.
@@ -157,13 +160,6 @@ class EksCluster(pulumi.ComponentResource):
         node_role, node_role_attachments = role_with_policies(
             f"{name}-node", service="ec2.amazonaws.com", policies=NODE_POLICIES, partition=partition, parent=self
         )
-        if not eks.public_access_cidrs:
-            pulumi.log.warn(
-                "eks: the API endpoint is private (ml-platform:eksPublicAccessCidrs is empty), so the Kubernetes "
-                "half of this stack only deploys from inside the VPC (VPN, bastion, CI runner there). To deploy "
-                "from here: pulumi config set --path 'ml-platform:eksPublicAccessCidrs[0]' <your-ip>/32",
-                resource=self,
-            )
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=config.cluster_name,
@@ -208,7 +204,9 @@ class EksCluster(pulumi.ComponentResource):
 
         self.addons: dict[str, aws.eks.Addon] = {}
         for addon in _BEFORE_NODES:
-            self.addons[addon] = self._addon(name, addon, versions[addon], depends_on=[self.cluster])
+            self.addons[addon] = self._addon(
+                name, addon, versions[addon], depends_on=[self.cluster], configuration=_ADDON_CONFIGURATION.get(addon)
+            )
 
         # pool, instance types, (min, desired, max), AMI, disk: one managed node group each.
         groups = (
@@ -286,7 +284,15 @@ class EksCluster(pulumi.ComponentResource):
                 lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], region, profile=profile))
             )
         )
-        self.provider = k8s.Provider(f"{name}-provider", kubeconfig=self.kubeconfig, opts=child)
+        self.provider = k8s.Provider(
+            f"{name}-provider",
+            kubeconfig=self.kubeconfig,
+            # A cluster already gone (or unreachable from here) must not leave a stack that cannot be destroyed.
+            delete_unreachable=True,
+            opts=child,
+        )
+        # The image push authenticates to ECR with the same AWS profile as the provider.
+        self.image_push_environment: dict[str, str] = {"AWS_PROFILE": profile} if profile else {}
 
         # EKS creates this group and attaches it to the control plane and every managed node.
         cluster_sg = cast(pulumi.Output[str], self.cluster.vpc_config.apply(lambda v: v.cluster_security_group_id))
@@ -313,10 +319,11 @@ class EksCluster(pulumi.ComponentResource):
         )
         self.image_repository: pulumi.Output[str] | None = self.registry.repository_url
 
+        # Not the GPU nodes: a GPU quota of zero or no g5 capacity in the zones must not block the
+        # platform (the device plugin's DaemonSet simply waits for them).
         self.ready: list[pulumi.Resource] = [
             self.admin_access,
             self.cpu_nodes,
-            self.gpu_nodes,
             *self.addons.values(),
             self.model_store,
         ]
@@ -338,6 +345,7 @@ class EksCluster(pulumi.ComponentResource):
         *,
         depends_on: list[pulumi.Resource],
         pod_identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None,
+        configuration: dict[str, object] | None = None,
     ) -> aws.eks.Addon:
         return aws.eks.Addon(
             f"{name}-{addon}",
@@ -345,6 +353,7 @@ class EksCluster(pulumi.ComponentResource):
             addon_name=addon,
             addon_version=version,
             pod_identity_associations=pod_identity,
+            configuration_values=json.dumps(configuration) if configuration else None,
             resolve_conflicts_on_create="OVERWRITE",
             # Keep settings someone changed in the cluster on upgrade; Pulumi still pins the version.
             resolve_conflicts_on_update="PRESERVE",

@@ -24,7 +24,16 @@ __all__ = ["MODEL_STORE_NODE_PATH", "KindCluster", "kind_config"]
 MODEL_STORE_NODE_PATH = "/var/lib/ml-platform/models"
 
 _CREATE = r"""set -euo pipefail
-if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  # Adopt only a cluster this stack made (its nodes carry the pool label), never a stranger.
+  kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
+  kind get kubeconfig --name "$KIND_CLUSTER" > "$kc"
+  if ! kubectl --kubeconfig "$kc" get nodes -l "$POOL_LABEL" -o name | grep -q .; then
+    echo "a kind cluster named $KIND_CLUSTER exists but was not created by this stack (no node labelled" \
+         "$POOL_LABEL): delete it (kind delete cluster --name $KIND_CLUSTER) or set ml-platform:clusterName" >&2
+    exit 1
+  fi
+else
   # UID 10001 in the pods must write here through a hostPath-backed volume (no fsGroup on hostPath).
   mkdir -p "$MODEL_STORE" && chmod 0777 "$MODEL_STORE"
   cfg="$(mktemp)"; trap 'rm -f "$cfg"' EXIT
@@ -110,6 +119,7 @@ class KindCluster(pulumi.ComponentResource):
                 "KIND_CLUSTER": config.cluster_name,
                 "KIND_CONFIG": kind_yaml,
                 "MODEL_STORE": config.kind.model_store_path,
+                "POOL_LABEL": POOL_LABEL,
             },
             triggers=[kind_yaml],
             opts=pulumi.ResourceOptions(
@@ -141,6 +151,7 @@ class KindCluster(pulumi.ComponentResource):
         self.ready.append(store_dirs)
         self.model_store_class: str | None = None  # static hostPath PV over MODEL_STORE_NODE_PATH
         self.image_repository: pulumi.Output[str] | None = None  # images go in with `kind load`
+        self.image_push_environment: dict[str, str] = {}
         if config.kind.simulate_gpus and config.kind.gpu_workers > 0:
             simulated = command.local.Command(
                 f"{name}-simulated-gpus",

@@ -117,18 +117,19 @@ _CAPTURE_SCRIPT = """
 import dataclasses, json, sys
 from mlplatform.capture import capture_stack
 with open(sys.argv[2], "w") as out:
-    json.dump([dataclasses.asdict(r) for r in capture_stack(sys.argv[1]).resources], out)
+    overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+    json.dump([dataclasses.asdict(r) for r in capture_stack(sys.argv[1], overrides).resources], out)
 """
 
 
-def capture_in_subprocess(stack: str) -> list[CapturedResource]:
+def capture_in_subprocess(stack: str, overrides: dict[str, object] | None = None) -> list[CapturedResource]:
     """``capture_stack(stack)`` in a child process: bounded in time (a hung mocks run fails the test
     instead of the whole suite) and isolated from the mocks state of this process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "resources.json"
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _CAPTURE_SCRIPT, stack, str(out)],
+                [sys.executable, "-c", _CAPTURE_SCRIPT, stack, str(out), json.dumps(overrides or {})],
                 cwd=REPO_ROOT,
                 capture_output=True,
                 text=True,

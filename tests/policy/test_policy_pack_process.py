@@ -16,6 +16,7 @@ from mlpolicy.model import Resource
 from mlpolicy.rules import RULES
 
 from mlplatform.capture import REPO_ROOT, SECRET_SIG, Capture, CapturedResource
+from tests.stacks import EKS_FROM_HERE
 
 from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, service, workload
 from .packproc import LEVELS, Diagnostic, PackProcess, capture_in_subprocess, pack_process
@@ -79,7 +80,7 @@ def test_dev_stack_has_no_mandatory_violations(pack: PackProcess, dev: Capture) 
 def test_eks_stack_has_no_mandatory_violations(pack: PackProcess) -> None:
     if not (REPO_ROOT / "Pulumi.eks.yaml").exists():
         pytest.skip("Pulumi.eks.yaml does not exist yet: no eks stack to analyze")
-    eks = capture_in_subprocess("eks")
+    eks = capture_in_subprocess("eks", EKS_FROM_HERE)
     assert [r for r in eks if r.type == "aws:eks/nodeGroup:NodeGroup"], "the eks stack must create node groups"
     diagnostics = pack.analyze_all(eks)
     assert mandatory(diagnostics) == [], explain(diagnostics)
