@@ -196,7 +196,9 @@ class Kueue(pulumi.ComponentResource):
             cluster_queue(CLUSTER_QUEUE, quotas),
             child_options(opts, self, depends_on=[self.release, *flavors]),
         )
-        for pc_name, (value, description) in PRIORITY_CLASSES.items():
+        self.priority_classes = [
             apply(f"{name}-priority-{pc_name}", priority_class(pc_name, value, description), after_kueue)
+            for pc_name, (value, description) in PRIORITY_CLASSES.items()
+        ]
         self.cluster_queue_name = pulumi.Output.from_input(CLUSTER_QUEUE)
         self.register_outputs({"cluster_queue_name": self.cluster_queue_name})

@@ -95,7 +95,11 @@ def deploy(config: PlatformConfig) -> Platform:
     )
     namespaces = {
         team.name: MlNamespace(
-            team.name, MlNamespaceArgs(team=team), queue_depends_on=[kueue.cluster_queue], opts=on_cluster
+            team.name,
+            MlNamespaceArgs(team=team),
+            # Queued Jobs name a priority class: it must exist before anything can queue.
+            queue_depends_on=[kueue.cluster_queue, *kueue.priority_classes],
+            opts=on_cluster,
         )
         for team in config.teams
     }
