@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplatform.capture import run_under_mocks
+from mlplatform.capture import run_under_mocks, stack_file_config
 from mlplatform.config import KEYS, NAMESPACE, ClusterProvider, ConfigError, PlatformConfig, parse_config
 from mlplatform.program import build_platform
 from tests.stacks import EKS_FROM_HERE
@@ -48,19 +48,9 @@ def test_project_uses_pip_virtualenv_and_a_local_backend() -> None:
 
 
 def stack_file_values(stack: str) -> dict[str, str]:
-    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"] or {}
-    values = {}
-    for key, value in raw.items():
-        if key.startswith(f"{NAMESPACE}:"):
-            text = (
-                json.dumps(value)
-                if isinstance(value, list)
-                else str(value).lower()
-                if isinstance(value, bool)
-                else str(value)
-            )
-            values[key.split(":", 1)[1]] = text
-    return values
+    """The stack file's ml-platform keys, as the CLI hands them to the program."""
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix) :]: v for k, v in stack_file_config(stack).items() if k.startswith(prefix)}
 
 
 def test_every_stack_file_parses() -> None:
