@@ -30,9 +30,13 @@ class Platform:
     monitoring: Any = None  # mlplatform.monitoring.Monitoring when config.monitoring
     apps: dict[str, Any] = field(default_factory=dict)
 
-    def k8s_opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        """Options for anything that talks to the cluster: its provider, after it is usable."""
-        return pulumi.ResourceOptions(providers=[self.cluster.provider], depends_on=list(self.cluster.ready), **kwargs)
+    def k8s_opts(self) -> pulumi.ResourceOptions:
+        return on_cluster(self.cluster)
+
+
+def on_cluster(cluster: Cluster) -> pulumi.ResourceOptions:
+    """Options for anything that talks to the cluster: its provider, after it is usable."""
+    return pulumi.ResourceOptions(providers=[cluster.provider], depends_on=list(cluster.ready))
 
 
 def create_cluster(config: PlatformConfig) -> Cluster:
@@ -48,15 +52,15 @@ def create_cluster(config: PlatformConfig) -> Cluster:
 def deploy(config: PlatformConfig) -> Platform:
     """Register every resource of the stack described by ``config``."""
     cluster = create_cluster(config)
-    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=list(cluster.ready))
+    cluster_opts = on_cluster(cluster)
     monitoring = None
-    after_monitoring = on_cluster
+    after_monitoring = cluster_opts
     if config.monitoring:
         from .monitoring import Monitoring, MonitoringArgs
 
-        monitoring = Monitoring("monitoring", MonitoringArgs.for_platform(config, cluster), opts=on_cluster)
+        monitoring = Monitoring("monitoring", MonitoringArgs.for_platform(config, cluster), opts=cluster_opts)
         # ServiceMonitors are rendered without checking for their CRD: install the operator first.
-        after_monitoring = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[monitoring]))
+        after_monitoring = pulumi.ResourceOptions.merge(cluster_opts, pulumi.ResourceOptions(depends_on=[monitoring]))
     gpu = GpuStack(
         "gpu",
         GpuStackArgs(
@@ -91,7 +95,7 @@ def deploy(config: PlatformConfig) -> Platform:
         opts=after_monitoring,
     )
     metrics = MetricsServer(
-        "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=on_cluster
+        "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=cluster_opts
     )
     namespaces = {
         team.name: MlNamespace(
@@ -99,7 +103,7 @@ def deploy(config: PlatformConfig) -> Platform:
             MlNamespaceArgs(team=team),
             # Queued Jobs name a priority class: it must exist before anything can queue.
             queue_depends_on=[kueue.cluster_queue, *kueue.priority_classes],
-            opts=on_cluster,
+            opts=cluster_opts,
         )
         for team in config.teams
     }
