@@ -39,7 +39,7 @@ def release(
     return k8s.helm.v3.Release(
         name,
         name=name,
-        chart=chart.chart_ref,
+        chart=chart.name,
         version=chart.version,
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo) if chart.repo else None,
         namespace=namespace,

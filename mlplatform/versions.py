@@ -29,10 +29,6 @@ class Chart:
     version: str
     repo: str | None = None  # None when ``name`` is a full ``oci://`` reference
 
-    @property
-    def chart_ref(self) -> str:
-        return self.name
-
 
 # Kubernetes minor version of the dev cluster, the EKS default, and the schemas tests validate against.
 KUBERNETES_VERSION = "1.34"

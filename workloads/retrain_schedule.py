@@ -9,7 +9,7 @@ import pulumi
 
 from mlplatform.objects import apply, child_options
 
-from .training_job import TrainingSpec, _labels, job_spec
+from .training_job import TrainingSpec, job_labels, job_spec
 
 __all__ = ["RetrainSchedule", "RetrainSpec", "retrain_cronjob_manifest"]
 
@@ -25,7 +25,7 @@ class RetrainSpec:
 
 def retrain_cronjob_manifest(spec: RetrainSpec) -> dict[str, Any]:
     training = spec.training
-    labels = _labels(training)
+    labels = job_labels(training)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

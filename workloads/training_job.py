@@ -13,7 +13,7 @@ from mlplatform.objects import apply, child_options, labels_for
 
 from .pod import EmptyDir, Mount, container_security, env_list, pod_security, resources, volumes_and_mounts
 
-__all__ = ["TrainingJob", "TrainingSpec", "job_spec", "training_job_manifest"]
+__all__ = ["TrainingJob", "TrainingSpec", "job_labels", "job_spec", "training_job_manifest"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class TrainingSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def _labels(spec: TrainingSpec) -> dict[str, str]:
+def job_labels(spec: TrainingSpec) -> dict[str, str]:
     labels = labels_for("training", **{"app.kubernetes.io/name": spec.name}, **spec.labels)
     labels[QUEUE_NAME_LABEL] = spec.queue
     if spec.priority_class:
@@ -70,7 +70,7 @@ def job_spec(spec: TrainingSpec) -> dict[str, Any]:
         "completions": 1,
         "parallelism": 1,
         "template": {
-            "metadata": {"labels": {k: v for k, v in _labels(spec).items() if k != QUEUE_NAME_LABEL}},
+            "metadata": {"labels": {k: v for k, v in job_labels(spec).items() if k != QUEUE_NAME_LABEL}},
             "spec": {
                 "restartPolicy": "Never",
                 "serviceAccountName": spec.service_account,
@@ -87,7 +87,7 @@ def training_job_manifest(spec: TrainingSpec) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": _labels(spec)},
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": job_labels(spec)},
         "spec": job_spec(spec),
     }
 
