@@ -47,7 +47,10 @@ def test_every_invoke_is_answered_with_non_empty_fields() -> None:
     run_under_mocks(
         lambda: build_platform("eks"),
         stack="eks",
-        config={**stack_file_config("eks"), "ml-platform:eksPublicAccessCidrs": '["203.0.113.0/24"]'},
+        config={
+            **stack_file_config("eks"),
+            "ml-platform:eksPublicAccessCidrs": json.dumps(EKS_FROM_HERE["eksPublicAccessCidrs"]),
+        },
         mocks=mocks,
     )
     assert {token for token, _ in mocks.calls} == EXPECTED_INVOKES
