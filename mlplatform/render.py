@@ -4,10 +4,17 @@
     python -m mlplatform.render --stack eks --set 'eksPublicAccessCidrs=["203.0.113.7/32"]'
 
 Writes, under ``<out>/<stack>/``:
-  kubernetes/NN-<kind>-<namespace>-<name>.yaml   every Kubernetes object, in registration order
-  helm/<release>.yaml                            each Helm release: chart, version, repo, values
-  resources.yaml                                 every other resource (cluster, cloud), secrets redacted
+  kubernetes/<kind>.<namespace>.<name>.yaml   every Kubernetes object (``_cluster`` if cluster-scoped)
+  helm/<release>.yaml                         each Helm release: chart, version, repo, values
+  resources.yaml                              every other resource (cluster, cloud), secrets redacted
 so a reviewer sees exactly what ``pulumi up`` would apply.
+
+The output is deterministic: file names come from each object's identity (never from the order
+in which Pulumi happened to register it), mapping keys are sorted (``apiVersion``, ``kind``,
+``metadata``, ``name`` first, for reading), list order is kept (it means something: containers,
+args), and ``resources.yaml`` is sorted by type and name. Two renders of the same code and config
+are byte-identical, so ``diff -r`` or ``python -m mlplatform.render_diff`` of two renders shows
+only real changes.
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ import yaml
 from .capture import SECRET_SIG, SIG_KEY, Capture, capture_stack, known_stacks, plain
 from .config import ConfigError
 
-__all__ = ["main", "redacted", "write_capture"]
+__all__ = ["CLUSTER_SCOPE", "RenderError", "main", "normalized", "object_file_name", "redacted", "write_capture"]
+
+# The "namespace" part of a cluster-scoped object's file name (a namespace cannot contain "_").
+CLUSTER_SCOPE = "_cluster"
+# Keys shown first, in this order, wherever they occur; every other key follows, sorted.
+_FIRST_KEYS = ("apiVersion", "kind", "metadata", "name", "namespace")
+HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+
+
+class RenderError(RuntimeError):
+    """The desired state cannot be written unambiguously (e.g. two objects with one identity)."""
 
 
 def redacted(value: Any) -> Any:
@@ -39,12 +56,41 @@ def redacted(value: Any) -> Any:
     return plain(value)
 
 
+def _key_order(key: str) -> tuple[int, str]:
+    return (_FIRST_KEYS.index(key), "") if key in _FIRST_KEYS else (len(_FIRST_KEYS), key)
+
+
+def normalized(value: Any) -> Any:
+    """``value`` with every mapping's keys in a fixed order; lists keep theirs (it is meaningful).
+
+    Wire properties arrive as a protobuf Struct, whose key order is not stable from one process
+    to the next: key order must never leak into the output.
+    """
+    if isinstance(value, dict):
+        return {str(k): normalized(value[k]) for k in sorted(value, key=lambda k: _key_order(str(k)))}
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    return value
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-").lower() or "x"
 
 
+def object_file_name(manifest: dict[str, Any]) -> str:
+    """``<kind>.<namespace>.<name>.yaml`` from the object's identity (kind and namespace hold no dots)."""
+    meta = manifest.get("metadata") or {}
+    kind = _slug(str(manifest.get("kind") or "unknown"))
+    scope = _slug(str(meta.get("namespace") or CLUSTER_SCOPE))
+    return f"{kind}.{scope}.{_slug(str(meta.get('name') or 'unnamed'))}.yaml"
+
+
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (embedded config files) as readable YAML blocks."""
+    """Multi-line strings (embedded config files) as readable YAML blocks; no anchors or aliases
+    (their generated names would depend on traversal order, and they hide content from a diff)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
@@ -55,42 +101,59 @@ def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _dump(path: Path, data: Any) -> None:
+def dump_yaml(data: Any) -> str:
+    """The render's YAML text for ``data`` (keys normalized, block strings, no aliases)."""
+    return yaml.dump(normalized(data), Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
+
+
+def _write(path: Path, data: Any, written: dict[Path, str], what: str) -> None:
+    if path in written:
+        raise RenderError(f"{what} and {written[path]} would both be written to {path.name}: give them distinct names")
+    written[path] = what
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120))
+    path.write_text(dump_yaml(data))
+
+
+def _helm_release(props: dict[str, Any], resource_name: str) -> dict[str, Any]:
+    return {
+        "release": props.get("name") or resource_name,
+        "namespace": props.get("namespace"),
+        "chart": props.get("chart"),
+        "version": props.get("version"),
+        "repository": (props.get("repositoryOpts") or {}).get("repo"),
+        "values": props.get("values") or {},
+    }
 
 
 def write_capture(capture: Capture, out: Path) -> dict[str, int]:
-    """Write ``capture`` under ``out/<stack>``; returns counts by category."""
+    """Write ``capture`` under ``out/<stack>`` (replacing a previous render); returns counts by category.
+
+    Raises ``RenderError`` if two objects (or two Helm releases) would share one file.
+    """
     root = out / capture.stack
     if root.exists():
         shutil.rmtree(root)
+    root.mkdir(parents=True)
     counts = {"kubernetes": 0, "helm": 0, "other": 0}
+    written: dict[Path, str] = {}
     others = []
     for resource in capture.resources:
         if resource.is_kubernetes_object:
             manifest = redacted(resource.inputs)
-            meta = manifest.get("metadata", {})
+            manifest.pop("__defaults", None)  # the SDK's bookkeeping, not part of the object
             counts["kubernetes"] += 1
-            scope = meta.get("namespace", "_cluster")
-            name = f"{counts['kubernetes']:03d}-{manifest.get('kind')}-{scope}-{meta.get('name')}"
-            _dump(root / "kubernetes" / f"{_slug(name)}.yaml", manifest)
-        elif resource.type == "kubernetes:helm.sh/v3:Release":
-            props = redacted(resource.inputs)
+            path = root / "kubernetes" / object_file_name(manifest)
+            _write(path, manifest, written, f"resource {resource.name!r}")
+        elif resource.type == HELM_RELEASE_TYPE:
+            release = _helm_release(redacted(resource.inputs), resource.name)
             counts["helm"] += 1
-            release = {
-                "release": props.get("name", resource.name),
-                "namespace": props.get("namespace"),
-                "chart": props.get("chart"),
-                "version": props.get("version"),
-                "repository": (props.get("repositoryOpts") or {}).get("repo"),
-                "values": props.get("values", {}),
-            }
-            _dump(root / "helm" / f"{_slug(resource.name)}.yaml", release)
+            path = root / "helm" / f"{_slug(str(release['release']))}.yaml"
+            _write(path, release, written, f"Helm release resource {resource.name!r}")
         elif resource.custom:
             counts["other"] += 1
             others.append({"type": resource.type, "name": resource.name, "inputs": redacted(resource.inputs)})
-    _dump(root / "resources.yaml", others)
+    others.sort(key=lambda r: (r["type"], r["name"]))
+    (root / "resources.yaml").write_text(dump_yaml(others))
     return counts
 
 
@@ -126,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: Pulumi.{args.stack}.yaml: {err}", file=sys.stderr)
         return 2
-    counts = write_capture(capture, args.out)
+    try:
+        counts = write_capture(capture, args.out)
+    except (RenderError, OSError) as err:
+        print(f"error: cannot write the render of stack {args.stack!r} to {args.out}: {err}", file=sys.stderr)
+        return 2
     print(
         f"rendered stack {args.stack!r} to {args.out / args.stack}: {counts['kubernetes']} Kubernetes objects, "
         f"{counts['helm']} Helm releases, {counts['other']} other resources"
