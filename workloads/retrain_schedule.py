@@ -45,8 +45,9 @@ def retrain_cronjob_manifest(spec: RetrainSpec) -> dict[str, Any]:
 
 
 class RetrainSchedule(pulumi.ComponentResource):
-    """Retrains on a schedule. Guarantees: each Job is Kueue-queued and suspended until admitted,
-    runs are never concurrent, and the pod template is the TrainingJob's (same restricted profile)."""
+    """Retrains on a schedule. Guarantees: each Job is Kueue-queued (Kueue suspends it until
+    admitted), runs are never concurrent, the last ``history`` runs of each outcome are kept, and
+    the pod template is the TrainingJob's (same restricted profile)."""
 
     def __init__(self, name: str, spec: RetrainSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:RetrainSchedule", name, None, opts)
