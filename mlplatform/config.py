@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "PlatformConfig",
     "RecommenderConfig",
     "TeamConfig",
+    "default_model_store_path",
     "load_config",
     "parse_config",
 ]
@@ -88,7 +90,10 @@ KEYS: dict[str, Key] = {
         "kind: advertise SIMULATED nvidia.com/gpu capacity on GPU workers (no real GPU).",
     ),
     "kindModelStorePath": Key(
-        "string", "/tmp/ml-platform-models", "kind: host directory shared by all nodes as the model store."
+        "string",
+        "",
+        "kind: host directory shared by all nodes as the model store; empty = "
+        "$XDG_DATA_HOME/ml-platform/models (~/.local/share/ml-platform/models), which survives reboots.",
     ),
     "gpuTimeSlicingReplicas": Key(
         "integer", 1, "Pods sharing one physical GPU via device-plugin time-slicing (1 = off)."
@@ -130,13 +135,21 @@ KEYS: dict[str, Key] = {
 }
 
 
+def default_model_store_path(env: Mapping[str, str] | None = None) -> str:
+    """The per-user data directory for kind's model store (XDG base directory spec)."""
+    env = os.environ if env is None else env
+    data_home = env.get("XDG_DATA_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "ml-platform", "models")
+
+
 @dataclass(frozen=True)
 class KindConfig:
     cpu_workers: int = 1
     gpu_workers: int = 1
     gpus_per_worker: int = 2  # nvidia.com/gpu advertised on each GPU worker
     simulate_gpus: bool = True  # extended-resource capacity, no driver: the device plugin stays off
-    model_store_path: str = "/tmp/ml-platform-models"
+    # Not /tmp: cleared at reboot, and Docker would then recreate the mount root-owned and empty.
+    model_store_path: str = field(default_factory=lambda: default_model_store_path())
 
 
 @dataclass(frozen=True)
@@ -337,7 +350,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         gpu_workers=r.get("kindGpuWorkers"),
         gpus_per_worker=r.get("kindGpusPerWorker"),
         simulate_gpus=r.get("kindSimulateGpus"),
-        model_store_path=r.get("kindModelStorePath"),
+        model_store_path=r.get("kindModelStorePath") or default_model_store_path(),
     )
     # The control plane is tainted and GPU workers repel untolerating pods: platform services
     # (Kueue, metrics-server, serving) need at least one CPU worker to run anywhere.

@@ -21,6 +21,9 @@ class Cluster(Protocol):
 
     cluster_name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]  # secret
+    # Changes when the cluster is replaced: anything kept inside the nodes (images loaded into kind)
+    # must be put there again.
+    identity: pulumi.Output[str]
     provider: k8s.Provider
     cpu_pool: NodePool
     gpu_pool: NodePool
