@@ -12,6 +12,7 @@ cannot silently come back empty.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class CapturedResource:
 class Capture:
     stack: str
     resources: list[CapturedResource] = field(default_factory=list)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (token, args) in call order
     result: Any = None  # whatever the program function returned (e.g. the Platform object)
 
     def of_type(self, type_token: str) -> list[CapturedResource]:
@@ -152,8 +154,19 @@ OutputFiller = Callable[[pulumi_mocks.MockResourceArgs], dict[str, Any]]
 
 
 def _command_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
+    """What each of the program's scripts prints on success (its last line is what it yields)."""
     script = str(args.inputs.get("create", ""))
-    return {"stdout": FAKE_KUBECONFIG if "kubeconfig" in script else "", "stderr": ""}
+    env = plain(args.inputs.get("environment") or {})  # a secret anywhere in it wraps it whole
+    stdout = ""
+    if script.rstrip().endswith("printf '%s' \"$KUBECONFIG_DATA\""):
+        stdout = env["KUBECONFIG_DATA"]  # a check that hands on the kubeconfig it was given
+    elif "kubeconfig" in script:
+        stdout = FAKE_KUBECONFIG
+    elif "docker push" in script:  # the pushed reference, pinned by its digest
+        stdout = f"{env['IMAGE']}@sha256:{hashlib.sha256(env['IMAGE'].encode()).hexdigest()}\n"
+    elif "kind load" in script:
+        stdout = f"{env['IMAGE']}\n"
+    return {"stdout": stdout, "stderr": ""}
 
 
 OUTPUT_FILLERS: dict[str, OutputFiller] = {
@@ -164,6 +177,7 @@ OUTPUT_FILLERS: dict[str, OutputFiller] = {
         "endpoint": "https://0123456789ABCDEF.gr7.us-east-1.eks.amazonaws.com",
         "certificateAuthority": {"data": "bW9jay1jYQ=="},
         "arn": f"arn:aws:eks:us-east-1:123456789012:cluster/{a.inputs.get('name', a.name)}",
+        "createdAt": "2026-01-01T00:00:00Z",
         "vpcConfig": {
             **(a.inputs.get("vpcConfig") or {}),
             "clusterSecurityGroupId": "sg-0eksclustermock",
@@ -185,6 +199,12 @@ OUTPUT_FILLERS: dict[str, OutputFiller] = {
 }
 # Invoke token -> answer. Anything else raises: an unanswered invoke would return empty fields.
 INVOKE_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # kind: the model-store directories, made on every run; the script prints the store's path.
+    "command:local:run": lambda args: {
+        "stdout": (args.get("environment") or {}).get("MODEL_STORE", "") + "\n",
+        "stderr": "",
+        "command": args.get("command", ""),
+    },
     # AWS (eks stack): an account in us-east-1, deployed by an assumed role (the harder case for
     # EKS access entries, which need the role ARN, not the STS session ARN).
     "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
@@ -258,6 +278,8 @@ class PlatformMocks(pulumi_mocks.Mocks):
             raise NotImplementedError(
                 f"the mocks do not answer invoke {args.token!r}: add it to mlplatform.capture.INVOKE_ANSWERS"
             )
+        # Subclasses may skip __init__; the record still starts empty for them.
+        self.__dict__.setdefault("invokes", []).append((args.token, dict(args.args)))
         return answer(dict(args.args)), []
 
 
@@ -311,16 +333,19 @@ def run_under_mocks(
 
     pulumi.runtime.test(body)()
     capture.resources = list(monitor.captured)
+    capture.invokes = list(mocks.__dict__.get("invokes", []))
     return capture
 
 
 def capture_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Capture:
     """Run the real program for ``Pulumi.<stack>.yaml`` (plus ``overrides``, keys with or
     without the ``ml-platform:`` prefix) and return every resource it registers."""
-    from .program import build_platform
+    # The project's composition root (what `pulumi up` runs), not a platform module: it imports
+    # the apps, which the platform must not.
+    from stack import build
 
     config = stack_file_config(stack)
     for key, value in (overrides or {}).items():
         full = key if ":" in key else f"{NAMESPACE}:{key}"
         config[full] = _config_value(value)
-    return run_under_mocks(lambda: build_platform(stack), stack=stack, config=config)
+    return run_under_mocks(lambda: build(stack), stack=stack, config=config)

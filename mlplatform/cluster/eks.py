@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from ..config import ConfigError, PlatformConfig
@@ -63,6 +64,26 @@ _CSI_SERVICE_ACCOUNTS = {"aws-ebs-csi-driver": "ebs-csi-controller-sa", "aws-efs
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 _CPU_DISK_GIB = 50  # room for ML images; the 20 GiB EKS default fills up fast
 _GPU_DISK_GIB = 100  # the CUDA images and the NVIDIA AMI's own footprint need more than CPU nodes
+
+
+API_ACCESS_TIMEOUT_SECONDS = 600
+# Waits until the deployer's access entry works (its association can take a while to apply), then
+# prints the kubeconfig: the provider gets it from here, so it cannot be configured earlier.
+WAIT_FOR_API = r"""set -euo pipefail
+kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
+printf '%s' "$KUBECONFIG_DATA" > "$kc"
+deadline=$((SECONDS + TIMEOUT_SECONDS))
+until answer="$(kubectl --kubeconfig "$kc" auth can-i '*' '*' --all-namespaces 2>&1)" && [ "$answer" = yes ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "after ${TIMEOUT_SECONDS}s the EKS API still refuses this deployer: $answer." \
+         "Is this machine's address in ml-platform:eksPublicAccessCidrs (or inside the VPC with" \
+         "eksPrivateEndpointOnly), and do the aws CLI and kubectl work here?" >&2
+    exit 1
+  fi
+  sleep 10
+done
+printf '%s' "$KUBECONFIG_DATA"
+"""
 
 
 def addon_versions(kubernetes_version: str) -> dict[str, str]:
@@ -188,6 +209,7 @@ class EksCluster(pulumi.ComponentResource):
             ),
         )
         self.cluster_name: pulumi.Output[str] = self.cluster.name
+        self.identity: pulumi.Output[str] = pulumi.Output.concat(self.cluster.arn, "@", self.cluster.created_at)
         cluster_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
 
         admin_entry = aws.eks.AccessEntry(
@@ -284,13 +306,28 @@ class EksCluster(pulumi.ComponentResource):
                 lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], region, profile=profile))
             )
         )
-        self.provider = k8s.Provider(
-            f"{name}-provider",
-            kubeconfig=self.kubeconfig,
-            # A cluster already gone (or unreachable from here) must not leave a stack that cannot be destroyed.
-            delete_unreachable=True,
-            opts=child,
+        # The provider connects when it is configured, and a 401 then (access entry not associated
+        # yet: bootstrap_cluster_creator_admin_permissions is off) marks the cluster unreachable for
+        # the whole run. So it is configured with the kubeconfig this step hands on only once the
+        # deployer's access works. No delete_unreachable: a refresh while the API is unreachable
+        # (expired credentials, an address outside eksPublicAccessCidrs) would silently drop every
+        # Kubernetes object from the state; docs/eks.md says how to destroy a cluster deleted by hand.
+        api_access = command.local.Command(
+            f"{name}-api-access",
+            create=WAIT_FOR_API,
+            interpreter=["/bin/bash", "-c"],
+            environment={
+                "KUBECONFIG_DATA": self.kubeconfig,
+                "TIMEOUT_SECONDS": str(API_ACCESS_TIMEOUT_SECONDS),
+                **({"AWS_PROFILE": profile} if profile else {}),
+            },
+            triggers=[self.cluster.arn, self.admin_access.id],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.admin_access], additional_secret_outputs=["stdout"]
+            ),
         )
+        handed_on: pulumi.Output[str] = pulumi.Output.secret(api_access.stdout)
+        self.provider = k8s.Provider(f"{name}-provider", kubeconfig=handed_on, opts=child)
         # The image push authenticates to ECR with the same AWS profile as the provider.
         self.image_push_environment: dict[str, str] = {"AWS_PROFILE": profile} if profile else {}
 
