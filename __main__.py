@@ -3,10 +3,10 @@
 import pulumi
 
 from mlplatform.config import ConfigError
-from mlplatform.program import build_platform
+from stack import build
 
 try:
-    build_platform(pulumi.get_stack())
+    build(pulumi.get_stack())
 except ConfigError as err:
     # A clean message naming each bad key, not a Python traceback.
     raise pulumi.RunError(str(err)) from None

@@ -1,20 +1,26 @@
-"""The whole stack: a cluster, the shared platform services, the teams, and their workloads."""
+"""The platform: a cluster, the shared platform services and the teams' namespaces.
+
+It knows nothing of the apps that run on it (``workloads/``, ``recommender/``): the composition
+root (``stack.py``, run by ``__main__.py``) deploys the platform, then hands it to the apps.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from .cluster import Cluster
-from .config import ClusterProvider, PlatformConfig, load_config
+from .cluster.kind import KindCluster
+from .config import ClusterProvider, PlatformConfig
 from .gpu import DCGM_METRICS_PORT, GPU_NAMESPACE, GpuStack, GpuStackArgs
 from .kueue import Kueue, KueueArgs
 from .metrics_server import MetricsServer
 from .tenancy import MlNamespace, MlNamespaceArgs
 
-__all__ = ["Platform", "build_platform", "deploy"]
+__all__ = ["Platform", "deploy", "on_cluster"]
 
 
 @dataclass
@@ -28,10 +34,16 @@ class Platform:
     metrics_server: MetricsServer
     namespaces: dict[str, MlNamespace]
     monitoring: Any = None  # mlplatform.monitoring.Monitoring when config.monitoring
-    apps: dict[str, Any] = field(default_factory=dict)
+    # With real GPUs on kind: the step that waits until GPU nodes advertise nvidia.com/gpu.
+    gpus_advertised: pulumi.Resource | None = None
 
     def k8s_opts(self) -> pulumi.ResourceOptions:
-        return on_cluster(self.cluster)
+        """Options for an app's objects: the cluster's provider, once the cluster (and any real
+        GPU capacity) is usable."""
+        opts = on_cluster(self.cluster)
+        if self.gpus_advertised is not None:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self.gpus_advertised]))
+        return opts
 
 
 def on_cluster(cluster: Cluster) -> pulumi.ResourceOptions:
@@ -44,13 +56,12 @@ def create_cluster(config: PlatformConfig) -> Cluster:
         from .cluster.eks import EksCluster
 
         return EksCluster(config.cluster_name, config)
-    from .cluster.kind import KindCluster
-
     return KindCluster(config.cluster_name, config)
 
 
-def deploy(config: PlatformConfig) -> Platform:
-    """Register every resource of the stack described by ``config``."""
+def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]] = ()) -> Platform:
+    """Register the platform described by ``config``; ``adapter_rules`` are the custom metrics the
+    apps scale on (served by prometheus-adapter when monitoring is on)."""
     cluster = create_cluster(config)
     cluster_opts = on_cluster(cluster)
     monitoring = None
@@ -58,7 +69,9 @@ def deploy(config: PlatformConfig) -> Platform:
     if config.monitoring:
         from .monitoring import Monitoring, MonitoringArgs
 
-        monitoring = Monitoring("monitoring", MonitoringArgs.for_platform(config, cluster), opts=cluster_opts)
+        monitoring = Monitoring(
+            "monitoring", MonitoringArgs.for_platform(config, cluster, adapter_rules=adapter_rules), opts=cluster_opts
+        )
         # ServiceMonitors are rendered without checking for their CRD: install the operator first.
         after_monitoring = pulumi.ResourceOptions.merge(cluster_opts, pulumi.ResourceOptions(depends_on=[monitoring]))
     gpu = GpuStack(
@@ -107,18 +120,17 @@ def deploy(config: PlatformConfig) -> Platform:
         )
         for team in config.teams
     }
-    platform = Platform(config, cluster, gpu, kueue, metrics, namespaces, monitoring=monitoring)
-    if config.recommender.enabled:
-        from workloads.bookstore import deploy_bookstore
-
-        platform.apps["bookstore"] = deploy_bookstore(platform)
+    # Helm's --wait passes a crash-looping device plugin on a one-node GPU pool: wait for capacity.
+    gpus_advertised = None
+    if isinstance(cluster, KindCluster):
+        gpus_advertised = cluster.wait_for_gpus(
+            f"{config.cluster_name}-gpus-advertised", opts=pulumi.ResourceOptions(depends_on=[gpu])
+        )
+    platform = Platform(
+        config, cluster, gpu, kueue, metrics, namespaces, monitoring=monitoring, gpus_advertised=gpus_advertised
+    )
     pulumi.export("clusterName", cluster.cluster_name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("mlNamespaces", [t.name for t in config.teams])
     pulumi.export("clusterQueue", kueue.cluster_queue_name)
     return platform
-
-
-def build_platform(stack: str) -> Platform:
-    """Read this stack's configuration and deploy it (the program's entry point)."""
-    return deploy(load_config(stack))

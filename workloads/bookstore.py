@@ -16,6 +16,7 @@ import pulumi
 
 from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH
 
+from .bookstore_monitoring import dashboard, requests_per_second_metric, serving_rules
 from .image import ContainerImage, ContainerImageArgs
 from .inference_service import Client, InferenceService, InferenceSpec
 from .model_store import ModelStore, ModelStoreArgs
@@ -95,6 +96,7 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
             context=ROOT / "recommender",
             dockerfile=ROOT / "recommender" / "Dockerfile",
             kind_cluster=config.cluster_name if cluster.image_repository is None else None,
+            cluster_identity=cluster.identity,
             repository=cluster.image_repository,
             prebuilt=rec.image,
             push_environment=cluster.image_push_environment,
@@ -115,6 +117,7 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         name="bookstore-train",
         namespace=namespace,
         image=image.image_ref,
+        image_version=image.tag,
         command=COMMAND,
         args=pipeline_args(),
         queue=team.local_queue_name_value,
@@ -133,8 +136,6 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
     )
     scale_metric = None
     if platform.monitoring is not None:
-        from mlplatform.monitoring.scrape import requests_per_second_metric
-
         # Users feel latency, not CPU: scale on requests/s per pod (prometheus-adapter). The target
         # leaves each replica headroom; a cold replica takes its model-load time to join.
         scale_metric = requests_per_second_metric(TARGET_RPS_PER_POD)
@@ -168,10 +169,12 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
             port_name="http",
             container_port=PORT,
             path=METRICS_PATH,
+            rules=serving_rules(namespace, "bookstore-recommender"),
             # Not `opts`: the Prometheus NetworkPolicy is a child of the team namespace, and a
             # child that depends on its own parent is a cycle.
             opts=platform.k8s_opts(),
         )
+        platform.monitoring.add_dashboard("recommender", dashboard())
     pulumi.export("recommenderImage", image.image_ref)
     pulumi.export(
         "recommenderPortForward",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +16,8 @@ from ..objects import MANAGED_BY, apply, child_options, namespace_manifest
 from ..tenancy import ingress_policy
 from . import versions
 from .dashboards import dashboard_config_map, load_dashboards
-from .rules import platform_rules, serving_rules
-from .scrape import adapter_rules, service_monitor
+from .rules import platform_rules
+from .scrape import service_monitor
 from .values import (
     ADAPTER_RELEASE,
     GRAFANA_ADMIN_SECRET,
@@ -57,17 +57,21 @@ class MonitoringArgs:
     retention: str = "2d"  # Prometheus keeps this much history (emptyDir: lost when the pod moves)
     retention_size: str = "2GB"  # ...or this much disk, whichever is hit first
     pending_alert_after: str = "30m"  # KueueWorkloadsPendingTooLong fires after workloads wait this long
-    adapter_window: str = "1m"  # requests/s for autoscaling is a rate over this window
+    # prometheus-adapter rules the apps scale on (e.g. a requests/s per pod); none by default
+    adapter_rules: tuple[Mapping[str, Any], ...] = ()
     stack_overrides: Mapping[str, Any] = field(default_factory=dict)  # merged last into the stack's values
     adapter_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_platform(cls, config: PlatformConfig, cluster: Cluster) -> MonitoringArgs:
+    def for_platform(
+        cls, config: PlatformConfig, cluster: Cluster, *, adapter_rules: Sequence[Mapping[str, Any]] = ()
+    ) -> MonitoringArgs:
         """Defaults for this stack: a short history on a laptop, a week on EKS."""
         del cluster  # same shape on every cluster; the parameter keeps the call site uniform
+        teams, rules = tuple(t.name for t in config.teams), tuple(adapter_rules)
         if config.provider is ClusterProvider.EKS:
-            return cls(ml_namespaces=tuple(t.name for t in config.teams), retention="7d", retention_size="8GB")
-        return cls(ml_namespaces=tuple(t.name for t in config.teams))
+            return cls(ml_namespaces=teams, retention="7d", retention_size="8GB", adapter_rules=rules)
+        return cls(ml_namespaces=teams, adapter_rules=rules)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -77,10 +81,10 @@ class Monitoring(pulumi.ComponentResource):
     host access; the ML namespaces stay ``restricted``); no Service of the stack is exposed
     outside the cluster (Grafana by port-forward only); Grafana's admin password is generated
     (a Pulumi secret), never a literal; Prometheus selects every ServiceMonitor, PodMonitor and
-    PrometheusRule in the cluster; the GPU, Kueue and recommender dashboards and the platform
-    alerts are installed; ``recommender_requests_per_second`` is served on the custom metrics API.
-    ``scrape`` wires one more app: its ServiceMonitor, its serving alerts, and the one
-    NetworkPolicy letting Prometheus (and nothing else) reach its metrics port.
+    PrometheusRule in the cluster; the GPU and Kueue dashboards and the platform alerts are
+    installed; the apps' ``adapter_rules`` are served on the custom metrics API. ``scrape`` wires
+    one more app: its ServiceMonitor, its alerts, and the one NetworkPolicy letting Prometheus
+    (and nothing else) reach its metrics port; ``add_dashboard`` ships an app's dashboard.
     """
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -111,11 +115,12 @@ class Monitoring(pulumi.ComponentResource):
         )
         # PrometheusRule, ServiceMonitor: their CRDs come with the stack.
         self._after_stack = child_options(opts, self, depends_on=[self.stack])
+        self._in_namespace = in_ns
         self.adapter = release(
             ADAPTER_RELEASE,
             versions.PROMETHEUS_ADAPTER,
             namespace=ns,
-            values=prometheus_adapter_values(adapter_rules(args.adapter_window)),
+            values=prometheus_adapter_values([dict(rule) for rule in args.adapter_rules]),
             values_overrides=args.adapter_overrides,
             opts=self._after_stack,
         )
@@ -145,14 +150,14 @@ class Monitoring(pulumi.ComponentResource):
         port_name: str = "http",
         container_port: int = 8080,
         path: str = "/metrics",
-        error_budget: float = 0.01,
+        rules: Mapping[str, Any] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> list[pulumi.Resource]:
         """Scrape serving app ``name`` (Service and Deployment of that name) in an ML namespace.
 
-        Creates the ServiceMonitor (Services matching ``selector``, port ``port_name``), the
-        serving alerts, and a NetworkPolicy admitting Prometheus' pods on ``container_port`` of
-        the pods matching ``selector`` (the namespace denies everything else by default).
+        Creates the ServiceMonitor (Services matching ``selector``, port ``port_name``), the app's
+        alerts (``rules``, a PrometheusRule), and a NetworkPolicy admitting Prometheus' pods on
+        ``container_port`` of the pods matching ``selector`` (the namespace denies everything else).
         """
         team = namespace.team.name
         in_team = pulumi.ResourceOptions.merge(
@@ -163,9 +168,7 @@ class Monitoring(pulumi.ComponentResource):
             service_monitor(team, name, selector=selector, port_name=port_name, path=path),
             in_team,
         )
-        rules = apply(
-            f"{self._name}-{team}-{name}-rules", serving_rules(team, name, error_budget=error_budget), in_team
-        )
+        alerts = [apply(f"{self._name}-{team}-{name}-rules", dict(rules), in_team)] if rules else []
         policy = namespace.allow_ingress_from(
             f"allow-prometheus-{name}",
             pod_labels=selector,
@@ -174,7 +177,15 @@ class Monitoring(pulumi.ComponentResource):
             from_pods=PROMETHEUS_PEER_PODS,
             opts=opts,
         )
-        return [monitor, rules, policy]
+        return [monitor, *alerts, policy]
+
+    def add_dashboard(self, stem: str, dashboard: Mapping[str, Any]) -> pulumi.Resource:
+        """Ship an app's Grafana dashboard (the sidecar loads it into the platform's folder)."""
+        return apply(
+            f"{self._name}-dashboard-{stem}",
+            dashboard_config_map(MONITORING_NAMESPACE, stem, dict(dashboard)),
+            self._in_namespace,
+        )
 
     def admit_prometheus(
         self,

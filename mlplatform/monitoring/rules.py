@@ -1,10 +1,9 @@
 """Alerts as PrometheusRule objects (pure builders); each says where to look first.
 
-Only conditions that need a person: a serving app that answers nothing, errors over budget, a
-model that cannot be reloaded, a GPU held but unused, work stuck in the queue, a failed
+Only conditions that need a person: a GPU held but unused, work stuck in the queue, a failed
 training Job. Every expression reads metrics some component really exposes (tests check the
-names against the recommender's /metrics, DCGM's default counters, Kueue's and
-kube-state-metrics' documentation).
+names against DCGM's default counters, Kueue's and kube-state-metrics' documentation). Apps
+bring their own alerts (``prometheus_rule`` + ``alert``) to ``Monitoring.scrape``.
 """
 
 from __future__ import annotations
@@ -13,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..objects import MANAGED_BY
-from .scrape import MONITORING_API_VERSION, REQUESTS_SERIES
+from .scrape import MONITORING_API_VERSION
 from .values import SERVICE_MONITOR_LABELS
 
-__all__ = ["GPU_IDLE_PERCENT", "alert", "platform_rules", "prometheus_rule", "serving_rules"]
+__all__ = ["GPU_IDLE_PERCENT", "alert", "platform_rules", "prometheus_rule"]
 
 GPU_IDLE_PERCENT = 10
 
@@ -89,46 +88,3 @@ def platform_rules(namespace: str, *, ml_namespaces: Sequence[str], pending_for:
         {"name": "mlplatform.training", "rules": [failed]},
     ]
     return prometheus_rule(namespace, "mlplatform-platform", groups)
-
-
-def serving_rules(namespace: str, name: str, *, error_budget: float = 0.01) -> dict[str, Any]:
-    """Alerts for one serving app: Deployment ``name`` behind Service ``name`` in ``namespace``."""
-    if not 0 < error_budget < 1:
-        raise ValueError(f"error_budget is a ratio between 0 and 1, got {error_budget}")
-    deployment = f'namespace="{namespace}", deployment="{name}"'
-    series = f'namespace="{namespace}", service="{name}"'
-    no_endpoints = alert(
-        "ServingNoReadyEndpoints",
-        f"(kube_deployment_status_replicas_ready{{{deployment}}} == 0)"
-        f" and on (namespace, deployment) (kube_deployment_spec_replicas{{{deployment}}} > 0)",
-        for_="2m",
-        severity="critical",
-        summary=f"{namespace}/{name} has no ready replica: every request fails.",
-        runbook=f"`kubectl -n {namespace} get pods -l app.kubernetes.io/name={name}` then describe one: readiness "
-        "stays false until a verified model is loaded (GET /ready says why), so check the registry alias and "
-        "the model store volume first.",
-    )
-    errors = alert(
-        "ServingErrorRatioOverBudget",
-        f'sum(rate({REQUESTS_SERIES}{{{series}, status=~"5.."}}[5m]))'
-        f" / sum(rate({REQUESTS_SERIES}{{{series}}}[5m])) > {error_budget}",
-        for_="5m",
-        severity="critical",
-        summary=f"{namespace}/{name}: {{{{ $value | humanizePercentage }}}} of requests fail "
-        f"(budget {error_budget:.0%}).",
-        runbook=f"Grafana 'Recommender serving' dashboard, 'Error ratio by route'; then "
-        f"`kubectl -n {namespace} logs -l app.kubernetes.io/name={name}` (JSON lines, level=error). "
-        "A new model version is the usual suspect: roll the alias back.",
-    )
-    reload_failing = alert(
-        "ModelReloadFailing",
-        f"(recommender_model_last_reload_success{{{series}}} == 0)"
-        f' and on (namespace, pod) (increase(recommender_model_reloads_total{{{series}, result="failed"}}[15m]) > 0)',
-        for_="10m",
-        severity="warning",
-        summary=f"{namespace}/{{{{ $labels.pod }}}} refuses the new model version; it keeps serving the previous one.",
-        runbook=f"`kubectl -n {namespace} logs {{{{ $labels.pod }}}}` for 'model version refused' and its reason "
-        "(checksum mismatch, missing file); re-publish the version or move the alias back.",
-    )
-    group = {"name": f"mlplatform.serving.{name}", "rules": [no_endpoints, errors, reload_failing]}
-    return prometheus_rule(namespace, f"{name}-serving", [group])

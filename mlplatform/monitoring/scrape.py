@@ -1,8 +1,8 @@
-"""Scraping and scaling builders (pure): ServiceMonitors, the adapter's custom metric, the HPA entry.
+"""Scraping and scaling builders (pure): ServiceMonitors, custom-metric rules, the HPA entry.
 
-The recommender counts every request in ``recommender_requests_total{route, method, status}``;
-prometheus-adapter turns its per-pod rate into ``recommender_requests_per_second`` on the
-custom metrics API, which an HPA reads with a ``type: Pods`` metric.
+An app that counts its requests in a counter can be scaled on their rate: ``per_pod_rate_rule``
+has prometheus-adapter serve the counter's per-pod rate on the custom metrics API, and
+``pods_metric`` is the HPA's ``type: Pods`` entry reading it. Apps bring their own series names.
 """
 
 from __future__ import annotations
@@ -10,26 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from recommender.contract import LIVE_PATH, METRICS_PATH, READY_PATH
-
 from ..objects import MANAGED_BY
 from .values import SERVICE_MONITOR_LABELS
 
-__all__ = [
-    "MONITORING_API_VERSION",
-    "NOT_USER_TRAFFIC",
-    "REQUESTS_PER_SECOND_METRIC",
-    "REQUESTS_SERIES",
-    "adapter_rules",
-    "requests_per_second_metric",
-    "service_monitor",
-]
+__all__ = ["MONITORING_API_VERSION", "per_pod_rate_rule", "pods_metric", "service_monitor"]
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
-REQUESTS_SERIES = "recommender_requests_total"
-REQUESTS_PER_SECOND_METRIC = "recommender_requests_per_second"
-# Probes and scrapes are not load: a regex (PromQL anchors it) over the server's route label.
-NOT_USER_TRAFFIC = "|".join([LIVE_PATH, READY_PATH, METRICS_PATH, "/v2/health/live", "/v2/health/ready"])
+METRICS_PATH = "/metrics"
 SCRAPE_INTERVAL = "15s"
 
 
@@ -59,27 +46,27 @@ def service_monitor(
     }
 
 
-def adapter_rules(window: str = "1m") -> list[dict[str, Any]]:
-    """prometheus-adapter rules: requests/s per pod over ``window``, probes and scrapes excluded.
+def per_pod_rate_rule(
+    series: str, as_metric: str, *, exclude: Mapping[str, str] | None = None, window: str = "1m"
+) -> dict[str, Any]:
+    """A prometheus-adapter rule serving counter ``series``' per-pod rate over ``window`` as ``as_metric``.
 
-    A short window follows a burst quickly; Prometheus scrapes every 15s, so 1m holds four samples.
+    ``exclude`` maps a label to a regex of values that are not load (probes, scrapes). A short
+    window follows a burst quickly; Prometheus scrapes every 15s, so 1m holds four samples.
     """
-    return [
-        {
-            "seriesQuery": f'{REQUESTS_SERIES}{{namespace!="",pod!=""}}',
-            "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-            "name": {"matches": f"^{REQUESTS_SERIES}$", "as": REQUESTS_PER_SECOND_METRIC},
-            "metricsQuery": (
-                f'sum(rate(<<.Series>>{{<<.LabelMatchers>>,route!~"{NOT_USER_TRAFFIC}"}}[{window}])) by (<<.GroupBy>>)'
-            ),
-        }
-    ]
+    matchers = "".join(f',{label}!~"{regex}"' for label, regex in sorted((exclude or {}).items()))
+    return {
+        "seriesQuery": f'{series}{{namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{series}$", "as": as_metric},
+        "metricsQuery": f"sum(rate(<<.Series>>{{<<.LabelMatchers>>{matchers}}}[{window}])) by (<<.GroupBy>>)",
+    }
 
 
-def requests_per_second_metric(target_per_pod: float = 20.0) -> dict[str, Any]:
-    """The HPA ``metrics:`` entry: keep the average requests/s per pod at ``target_per_pod``.
+def pods_metric(metric: str, target_per_pod: float) -> dict[str, Any]:
+    """The HPA ``metrics:`` entry keeping the average of custom metric ``metric`` per pod at ``target_per_pod``.
 
-    Needs monitoring on (prometheus-adapter serves the metric); with monitoring off, scale on CPU.
+    Needs monitoring on (prometheus-adapter serves the metric).
     """
     if target_per_pod <= 0:
         raise ValueError(f"target_per_pod must be > 0, got {target_per_pod}")
@@ -87,8 +74,5 @@ def requests_per_second_metric(target_per_pod: float = 20.0) -> dict[str, Any]:
     quantity = str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
     return {
         "type": "Pods",
-        "pods": {
-            "metric": {"name": REQUESTS_PER_SECOND_METRIC},
-            "target": {"type": "AverageValue", "averageValue": quantity},
-        },
+        "pods": {"metric": {"name": metric}, "target": {"type": "AverageValue", "averageValue": quantity}},
     }
