@@ -10,7 +10,7 @@ import yaml
 
 from mlplatform.capture import run_under_mocks, stack_file_config
 from mlplatform.config import KEYS, NAMESPACE, ClusterProvider, ConfigError, PlatformConfig, parse_config
-from mlplatform.program import build_platform
+from stack import build as build_stack
 from tests.stacks import EKS_FROM_HERE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,11 +154,11 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_bad_config_fails_before_any_resource_is_registered() -> None:
     with pytest.raises(ConfigError):
-        run_under_mocks(lambda: build_platform("dev"), stack="dev", config={"ml-platform:kindCpuWorkers": "-1"})
+        run_under_mocks(lambda: build_stack("dev"), stack="dev", config={"ml-platform:kindCpuWorkers": "-1"})
     captured: list[object] = []
 
     def program() -> None:
-        captured.append(build_platform("dev"))
+        captured.append(build_stack("dev"))
 
     with pytest.raises(ConfigError):
         run_under_mocks(program, stack="dev", config={"ml-platform:nope": "1"})

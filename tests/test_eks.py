@@ -15,7 +15,7 @@ from mlplatform.capture import Capture, CapturedResource, capture_stack
 from mlplatform.cluster.eks_network import ELB_ROLE_TAG, INTERNAL_ELB_ROLE_TAG, cluster_tag
 from mlplatform.cluster.pools import GPU_TAINT
 from tests.stacks import EKS_FROM_HERE
-from tests.validation import has_schema, validate_manifest
+from tests.validation import validate_manifest
 
 SUBNET = "aws:ec2/subnet:Subnet"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -172,10 +172,10 @@ def test_cluster_uses_api_authentication_and_makes_the_deployer_role_admin(eks: 
 def test_every_kubernetes_object_of_the_eks_stack_validates(eks: Capture) -> None:
     objects = eks.kubernetes_objects()
     assert {"StorageClass", "Namespace", "ResourceFlavor", "ClusterQueue"} <= {m["kind"] for m in objects}
-    for manifest in filter(has_schema, objects):
+    for manifest in objects:
         validate_manifest(manifest)
-    # Monitoring is on in eks: only its prometheus-operator objects lack an offline schema.
-    assert {m["kind"] for m in objects if not has_schema(m)} == {"ServiceMonitor", "PrometheusRule"}
+    # Monitoring is on in eks: its prometheus-operator objects validate against their vendored CRDs too.
+    assert {"ServiceMonitor", "PrometheusRule"} <= {m["kind"] for m in objects}
 
 
 def _reaches(capture: Capture, start: CapturedResource, targets: Iterable[str]) -> bool:
@@ -222,9 +222,18 @@ def test_network_policies_are_enforced_by_the_vpc_cni(eks: Capture) -> None:
     assert eks.kind("NetworkPolicy")
 
 
-def test_destroy_tolerates_an_unreachable_cluster(eks: Capture) -> None:
+def test_provider_is_configured_only_once_the_deployer_can_reach_the_api(eks: Capture) -> None:
+    # A provider configured before the access association exists gets a 401 and marks the cluster
+    # unreachable for the whole run: its kubeconfig must come out of the access check.
     (provider,) = eks.of_type("pulumi:providers:kubernetes")
-    assert provider.props["deleteUnreachable"] == "true"  # provider config travels as strings
+    check = eks.named("ml-platform-api-access")
+    (association,) = eks.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert association.urn in check.dependencies
+    assert check.urn in provider.dependencies
+    assert provider.props["kubeconfig"] == check.props["environment"]["KUBECONFIG_DATA"]  # handed on as is
+    # Never drop objects from the state when the API is unreachable (expired credentials, an IP
+    # outside eksPublicAccessCidrs): a later up would hit AlreadyExists, a destroy would leak.
+    assert "deleteUnreachable" not in provider.props
 
 
 def test_missing_gpu_capacity_does_not_block_the_platform(eks: Capture) -> None:

@@ -18,7 +18,7 @@ from mlplatform.cluster.eks_nodes import autoscaler_node_template_tags
 from mlplatform.cluster.eks_storage import MODEL_STORE_CLASS
 from mlplatform.cluster.pools import node_pools
 from mlplatform.config import ConfigError, parse_config
-from mlplatform.program import build_platform
+from stack import build as build_stack
 from tests.stacks import EKS_FROM_HERE
 
 EXPECTED_INVOKES = {
@@ -45,7 +45,7 @@ class RecordingMocks(PlatformMocks):
 def test_every_invoke_is_answered_with_non_empty_fields() -> None:
     mocks = RecordingMocks()
     run_under_mocks(
-        lambda: build_platform("eks"),
+        lambda: build_stack("eks"),
         stack="eks",
         config={
             **stack_file_config("eks"),
@@ -148,7 +148,7 @@ def test_model_store_is_encrypted_efs_reachable_by_nfs_from_the_cluster_only() -
     assert rule.props["referencedSecurityGroupId"] == "sg-0eksclustermock"  # the cluster SG, no CIDR
     assert "cidrIpv4" not in rule.props
     (sc,) = stack.kind("StorageClass")
-    assert sc["metadata"]["name"] == MODEL_STORE_CLASS == stack.result.cluster.model_store_class
+    assert sc["metadata"]["name"] == MODEL_STORE_CLASS == stack.result.platform.cluster.model_store_class
     assert sc["parameters"]["fileSystemId"] == f"{fs.name}-id"
     assert (sc["parameters"]["uid"], sc["parameters"]["gid"], sc["parameters"]["directoryPerms"]) == (
         "10001",

@@ -16,10 +16,12 @@ import pytest
 from mlplatform import capture
 from mlplatform.capture import SECRET_SIG, Capture, run_under_mocks, stack_file_config
 from mlplatform.config import parse_config
-from mlplatform.monitoring import MONITORING_NAMESPACE, MonitoringArgs, requests_per_second_metric
+from mlplatform.monitoring import MONITORING_NAMESPACE, MonitoringArgs
 from mlplatform.monitoring.versions import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, PROMETHEUS_COMMUNITY_REPO
-from mlplatform.program import Platform, build_platform
+from mlplatform.program import Platform
+from stack import build as build_stack
 from tests.validation import validate_manifest
+from workloads.bookstore_monitoring import dashboard, requests_per_second_metric, serving_rules
 
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 MOCK_PASSWORD = "mock-generated-password"  # what the mocked provider "generates"
@@ -29,9 +31,11 @@ SELECTOR = {"app.kubernetes.io/name": APP}
 
 
 def _program(*, scrape: bool) -> Platform:
-    platform = build_platform("dev")
+    platform = build_stack("dev").platform
     if scrape and platform.monitoring is not None:
-        platform.monitoring.scrape(platform.namespaces[TEAM], APP, SELECTOR)
+        # What an app brings: its alerts with the scrape, and its dashboard.
+        platform.monitoring.scrape(platform.namespaces[TEAM], APP, SELECTOR, rules=serving_rules(TEAM, APP))
+        platform.monitoring.add_dashboard(APP, dashboard())
     return platform
 
 

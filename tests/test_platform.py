@@ -9,9 +9,9 @@ import yaml
 from mlplatform.capture import Capture, capture_stack, run_under_mocks, stack_file_config
 from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH, kind_config
 from mlplatform.cluster.pools import GPU_TAINT, POOL_LABEL
-from mlplatform.config import parse_config
-from mlplatform.program import build_platform
+from mlplatform.config import default_model_store_path, parse_config
 from mlplatform.versions import KIND_NODE_IMAGE
+from stack import build as build_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -57,10 +57,8 @@ def test_kind_cluster_has_a_tainted_gpu_pool_and_pinned_node_image(dev: Capture)
     assert all(join_taints(n) == ["nvidia.com/gpu=present:NoSchedule"] for n in gpu)
     assert all(join_taints(n) == [] for n in cpu)
     # Every node sees the same model store directory.
-    assert all(
-        n["extraMounts"] == [{"hostPath": "/tmp/ml-platform-models", "containerPath": MODEL_STORE_NODE_PATH}]
-        for n in nodes
-    )
+    store = default_model_store_path()
+    assert all(n["extraMounts"] == [{"hostPath": store, "containerPath": MODEL_STORE_NODE_PATH}] for n in nodes)
 
 
 def test_kind_config_scales_with_config() -> None:
@@ -247,7 +245,7 @@ def test_preview_needs_no_cluster(dev: Capture) -> None:
     # In a preview `kind create cluster` does not run: the kubeconfig is unknown, and the program
     # must still register every resource (pulumi-kubernetes previews against an unknown provider).
     config = stack_file_config("dev")
-    preview = run_under_mocks(lambda: build_platform("dev"), stack="dev", config=config, preview=True)
+    preview = run_under_mocks(lambda: build_stack("dev"), stack="dev", config=config, preview=True)
     kubeconfig = preview.named("ml-platform-provider").inputs["kubeconfig"]
     assert UNKNOWN in str(kubeconfig)
     assert sorted(r.name for r in preview.resources) == sorted(r.name for r in dev.resources)

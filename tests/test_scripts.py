@@ -1,5 +1,6 @@
-"""The kind cluster's shell scripts, run for real by bash against stub `kind` and `kubectl`
-executables that record what they were asked to do."""
+"""The program's shell scripts (kind cluster, model store, GPU capacity, image build, EKS access),
+run for real by bash against stub `kind`, `kubectl` and `docker` executables that record what they
+were asked to do."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlplatform.cluster import kind
+from mlplatform.cluster import eks, kind
 from mlplatform.cluster.pools import POOL_LABEL
 from mlplatform.config import parse_config
+from workloads import image
 
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
@@ -20,7 +22,14 @@ case "$(basename "$0") $1 $2" in
   "kind get clusters") printf '%s\\n' $FAKE_CLUSTERS ;;
   "kind get kubeconfig") echo "kubeconfig-of-$4" ;;
   "kind create cluster") for a in "$@"; do if [ -f "$a" ]; then cp "$a" "$STUB_LOG.config"; fi; done ;;
-  "kubectl --kubeconfig"*) case "$*" in *" get nodes "*) printf '%s\\n' $FAKE_NODES ;; esac ;;
+  "kubectl --kubeconfig"*)
+    case "$*" in
+      *" get nodes "*) printf '%s\\n' $FAKE_NODES ;;
+      *" get node/"*) printf '%s' "$FAKE_GPUS" ;;
+      *" auth can-i "*) echo "$FAKE_CAN_I"; [ "$FAKE_CAN_I" = yes ] ;;
+    esac ;;
+  "docker buildx version") [ -n "$FAKE_BUILDX" ] ;;
+  "chmod"*) exit 1 ;;
 esac
 """
 
@@ -29,7 +38,7 @@ esac
 def stubs(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("kind", "kubectl"):
+    for tool in ("kind", "kubectl", "docker"):
         (bin_dir / tool).write_text(STUB)
         (bin_dir / tool).chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "calls.log")}
@@ -56,22 +65,26 @@ def test_create_makes_the_cluster_from_the_generated_config(stubs: dict[str, str
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "kubeconfig-of-ml-platform"  # stdout is the kubeconfig, nothing else
     assert yaml.safe_load(Path(stubs["STUB_LOG"] + ".config").read_text())["nodes"][2]["labels"][POOL_LABEL] == "gpu"
-    assert (tmp_path / "store").stat().st_mode & 0o777 == 0o777
 
 
-def test_create_adopts_its_own_cluster_without_recreating_it(stubs: dict[str, str], tmp_path: Path) -> None:
-    env = create_env(stubs, tmp_path, FAKE_CLUSTERS="ml-platform", FAKE_NODES="node/ml-platform-worker")
-    done = run(kind._CREATE, env)
-    assert done.returncode == 0, done.stderr
-    assert "kind create" not in Path(stubs["STUB_LOG"]).read_text()
-    assert done.stdout.strip() == "kubeconfig-of-ml-platform"
-
-
-def test_create_refuses_a_same_named_cluster_it_did_not_make(stubs: dict[str, str], tmp_path: Path) -> None:
-    done = run(kind._CREATE, create_env(stubs, tmp_path, FAKE_CLUSTERS="ml-platform", FAKE_NODES=""))
+@pytest.mark.parametrize("nodes", ["node/ml-platform-worker", ""])
+def test_create_refuses_any_existing_cluster_of_that_name(stubs: dict[str, str], tmp_path: Path, nodes: str) -> None:
+    # Create runs only when the state has no cluster: adopting one (even one this stack made
+    # before its state was lost) would make every object fail with AlreadyExists.
+    done = run(kind._CREATE, create_env(stubs, tmp_path, FAKE_CLUSTERS="ml-platform", FAKE_NODES=nodes))
     assert done.returncode == 1
-    assert "exists but was not created by this stack" in done.stderr
-    assert "kind delete cluster --name ml-platform" in done.stderr
+    assert "already exists, but this stack's state does not record it" in done.stderr
+    assert "kind delete cluster --name ml-platform" in done.stderr and "ml-platform:clusterName" in done.stderr
+    assert "kind create" not in Path(stubs["STUB_LOG"]).read_text()
+
+
+def test_update_keeps_the_cluster_and_rereads_its_kubeconfig(stubs: dict[str, str], tmp_path: Path) -> None:
+    done = run(kind._UPDATE, create_env(stubs, tmp_path, FAKE_CLUSTERS="ml-platform"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "kubeconfig-of-ml-platform"
+    assert "kind create" not in Path(stubs["STUB_LOG"]).read_text()
+    gone = run(kind._UPDATE, create_env(stubs, tmp_path, FAKE_CLUSTERS="other"))
+    assert gone.returncode == 1 and "is gone" in gone.stderr and "--replace" in gone.stderr
 
 
 def test_simulated_gpus_patch_the_status_of_each_gpu_node(stubs: dict[str, str]) -> None:
@@ -94,8 +107,66 @@ def test_simulated_gpus_patch_the_status_of_each_gpu_node(stubs: dict[str, str])
 
 
 def test_model_store_dirs_are_made_writable_for_every_team(tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "MODEL_STORE": str(tmp_path), "TEAMS": "bookstore-ml search-ml"}
+    store = tmp_path / "data" / "models"  # made from nothing, as after a wiped home or a first run
+    env = {"PATH": os.environ["PATH"], "MODEL_STORE": str(store), "TEAMS": "bookstore-ml search-ml"}
     done = run(kind._STORE_DIRS, env)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(store)  # the cluster's mount waits for this path
     for team in ("bookstore-ml", "search-ml"):
-        assert (tmp_path / team).stat().st_mode & 0o777 == 0o777
+        assert (store / team).stat().st_mode & 0o777 == 0o777
+    again = run(kind._STORE_DIRS, env)  # every run: idempotent
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_store_directory_the_user_cannot_open_up_is_refused_with_the_fix(
+    stubs: dict[str, str], tmp_path: Path
+) -> None:
+    (Path(stubs["PATH"].split(":")[0]) / "chmod").write_text(STUB)  # chmod fails, as on a root-owned dir
+    (Path(stubs["PATH"].split(":")[0]) / "chmod").chmod(0o755)
+    done = run(kind._STORE_DIRS, {**stubs, "MODEL_STORE": str(tmp_path / "models"), "TEAMS": "bookstore-ml"})
+    assert done.returncode == 1
+    assert "sudo chown -R" in done.stderr and "ml-platform:kindModelStorePath" in done.stderr
+
+
+def test_simulating_gpus_without_a_gpu_node_fails_and_names_the_label(stubs: dict[str, str]) -> None:
+    env = {**stubs, "KUBECONFIG_DATA": "kc", "GPU_SELECTOR": f"{POOL_LABEL}=gpu", "GPUS": "2",
+           "GPU_RESOURCE": "nvidia.com/gpu", "FAKE_NODES": ""}  # fmt: skip
+    done = run(kind._SIMULATE_GPUS, env)
+    assert done.returncode == 1
+    assert f"no node is labelled {POOL_LABEL}=gpu" in done.stderr
+    assert " patch " not in Path(stubs["STUB_LOG"]).read_text()
+
+
+@pytest.mark.parametrize(("gpus", "ok"), [("1", True), ("", False), ("0", False)])
+def test_real_gpu_wait_passes_only_when_every_gpu_node_advertises_gpus(
+    stubs: dict[str, str], gpus: str, ok: bool
+) -> None:
+    env = {**stubs, "KUBECONFIG_DATA": "kc", "GPU_SELECTOR": f"{POOL_LABEL}=gpu", "GPU_RESOURCE": "nvidia.com/gpu",
+           "TIMEOUT_SECONDS": "0", "FAKE_NODES": "node/ml-platform-worker2", "FAKE_GPUS": gpus}  # fmt: skip
+    done = run(kind._WAIT_FOR_GPUS, env)
+    assert (done.returncode == 0) is ok, done.stderr
+    if not ok:
+        assert "ml-platform-worker2" in done.stderr and "nvidia-device-plugin" in done.stderr
+
+
+@pytest.mark.parametrize("buildx", ["yes", ""])
+def test_image_build_uses_buildx_when_present_and_the_legacy_builder_otherwise(
+    stubs: dict[str, str], buildx: str
+) -> None:
+    env = {**stubs, "IMAGE": "rec:abc", "DOCKERFILE": "Dockerfile", "CONTEXT": ".", "KIND_CLUSTER": "ml-platform",
+           "FAKE_BUILDX": buildx}  # fmt: skip
+    done = run(image._BUILD_AND_LOAD, env)
+    assert done.returncode == 0, done.stderr
+    (build,) = [line for line in Path(stubs["STUB_LOG"]).read_text().splitlines() if line.startswith("docker build ")]
+    # Attestation flags only where BuildKit understands them; the legacy builder writes none.
+    assert ("--provenance=false --sbom=false" in build) is bool(buildx)
+    assert done.stdout.strip() == "rec:abc"
+
+
+def test_eks_provider_waits_until_the_deployer_is_let_in(stubs: dict[str, str]) -> None:
+    env = {**stubs, "KUBECONFIG_DATA": "the-kubeconfig", "TIMEOUT_SECONDS": "0"}
+    allowed = run(eks.WAIT_FOR_API, {**env, "FAKE_CAN_I": "yes"})
+    assert allowed.returncode == 0 and allowed.stdout == "the-kubeconfig"  # what the provider is given
+    refused = run(eks.WAIT_FOR_API, {**env, "FAKE_CAN_I": "error: You must be logged in to the server (Unauthorized)"})
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "Unauthorized" in refused.stderr and "eksPublicAccessCidrs" in refused.stderr

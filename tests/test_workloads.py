@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlplatform.capture import Capture
+from mlplatform.capture import FAKE_KUBECONFIG, Capture
 from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH
 from tests.validation import validate_manifest
 from workloads import (
@@ -65,13 +66,15 @@ def assert_restricted(manifest: dict[str, Any]) -> None:
         assert set(requests) == set(limits) >= {"cpu", "memory"}
 
 
-def test_training_job_is_queued_suspended_and_restricted() -> None:
+def test_training_job_is_queued_restricted_and_leaves_suspend_to_kueue() -> None:
     job = training_job_manifest(TRAINING)
     validate_manifest(job)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
-    assert job["spec"]["suspend"] is True
+    # Kueue's webhook suspends it and Kueue owns the field from then on: ours would conflict.
+    assert "suspend" not in job["spec"]
     assert job["spec"]["backoffLimit"] == 2
-    assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["ttlSecondsAfterFinished"] == 86400
+    # The finished Job stays as the record of the deployed run: a refresh must not find it gone.
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 and "ttlSecondsAfterFinished" not in job["spec"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     assert_restricted(job)
     assert "nvidia.com/gpu" not in pod_spec(job)["containers"][0]["resources"]["requests"]
@@ -91,7 +94,7 @@ def test_retrain_schedule_never_overlaps_and_queues_every_job() -> None:
     assert cron["spec"]["schedule"] == "15 2 * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
     template = cron["spec"]["jobTemplate"]
     assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
-    assert template["spec"]["suspend"] is True
+    assert "suspend" not in template["spec"]
     assert template["spec"] == training_job_manifest(TRAINING)["spec"]
     assert_restricted(cron)
 
@@ -212,7 +215,9 @@ def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
         assert container["image"] == image
         assert_restricted(r.manifest())
     assert deployment.manifest()["metadata"]["labels"]["app.kubernetes.io/version"] == tag
-    assert "kind load docker-image" in build.props["create"] and build.props["triggers"] == [image]
+    # Loaded again whenever the image or the cluster changes (a replaced cluster has empty nodes).
+    identity = hashlib.sha256(FAKE_KUBECONFIG.encode()).hexdigest()[:16]  # what the kind command printed
+    assert "kind load docker-image" in build.props["create"] and build.props["triggers"] == [image, identity]
     # Serving starts after training finished; training after its model store and the image exist.
     assert job.urn in deployment.dependencies
     assert dev.named("bookstore-models-claim").urn in job.dependencies
