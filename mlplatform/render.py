@@ -32,7 +32,16 @@ import yaml
 from .capture import SECRET_SIG, SIG_KEY, Capture, capture_stack, known_stacks, plain
 from .config import ConfigError
 
-__all__ = ["CLUSTER_SCOPE", "RenderError", "main", "normalized", "object_file_name", "redacted", "write_capture"]
+__all__ = [
+    "CLUSTER_SCOPE",
+    "RenderError",
+    "main",
+    "normalized",
+    "object_file_name",
+    "parse_overrides",
+    "redacted",
+    "write_capture",
+]
 
 # The "namespace" part of a cluster-scoped object's file name (a namespace cannot contain "_").
 CLUSTER_SCOPE = "_cluster"
@@ -157,6 +166,23 @@ def write_capture(capture: Capture, out: Path) -> dict[str, int]:
     return counts
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments -> config overrides (values read as YAML: numbers, lists).
+
+    Raises ``ValueError`` naming the bad argument and the expected form.
+    """
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set kindGpuWorkers=2")
+        try:
+            overrides[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f'--set {item!r}: the value is not valid YAML (quote lists: \'["a", "b"]\')') from err
+    return overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlplatform.render",
@@ -172,15 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a config key, e.g. --set 'eksPublicAccessCidrs=[\"203.0.113.7/32\"]' (repeatable)",
     )
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set {item!r}: expected KEY=VALUE, e.g. --set kindGpuWorkers=2")
-        try:
-            overrides[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parser.error(f'--set {item!r}: the value is not valid YAML (quote lists: \'["a", "b"]\')')
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
     stacks = known_stacks()
     if args.stack not in stacks:
         parser.error(f"unknown stack {args.stack!r}: expected one of {', '.join(stacks)} (a Pulumi.<stack>.yaml file)")
