@@ -1,134 +1,117 @@
-"""Validators the tests share: real Kubernetes schemas, upstream CRD schemas, upstream chart values.
+"""Validators the tests share: real Kubernetes schemas, upstream CRDs with their CEL rules, upstream chart values.
+
+Call ``validate_manifest(obj)`` on any object the program registers; it raises SchemaError naming
+the field, and returns a CelReport (how many CEL rules ran) so a test can prove the checks ran.
 
 - Built-in kinds: kubernetes-validate in strict mode (unknown fields are errors) at KUBERNETES_VERSION.
-- Kueue kinds: the v1beta2 ``openAPIV3Schema`` of the upstream CRDs (vendored under
-  tests/fixtures/upstream), made strict the way kubernetes-validate is: an object schema with
-  declared properties admits no others unless it preserves unknown fields.
-- Helm values: every key path we set must exist in the upstream chart's values.yaml, so a
-  misspelt key (which Helm silently ignores) fails a test.
+- Custom resources (Kueue, JobSet, ProvisioningRequest, prometheus-operator, ...): the vendored
+  upstream CRD that serves the object's group/version/kind (tests/validation/crds.py), its schema
+  made strict, defaults applied, list-type uniqueness, every ``x-kubernetes-validations`` CEL
+  rule evaluated (tests/validation/cel.py), then the create-time checks of the kind's validating
+  webhook where upstream has one the CRD cannot express (tests/validation/webhooks.py: JobSet).
+  An apiVersion no vendored CRD serves fails clearly.
+- Helm values: every key path we set must exist in the upstream chart's values.yaml (and a
+  subchart's, for its subtree), so a misspelt key, which Helm silently ignores, fails a test
+  (tests/validation/helm.py).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
-import yaml
 
-FIXTURES = Path(__file__).parent / "fixtures"
-UPSTREAM = FIXTURES / "upstream"
+from .cel import CelReport, UnsupportedRuleError, rule_violations
+from .crds import UPSTREAM, CrdVersion, apply_defaults, crd_for, crd_versions, list_type_errors, schema_errors
+from .errors import SchemaError
+from .helm import CHART_VALUES, chart_defaults, unchecked_subcharts, unknown_release_keys, unknown_value_keys
+from .webhooks import WEBHOOKS
+
+__all__ = [
+    "CHART_VALUES",
+    "KUBERNETES_VERSION",
+    "UPSTREAM",
+    "CelReport",
+    "CrdVersion",
+    "SchemaError",
+    "chart_defaults",
+    "crd_for",
+    "custom_resource_groups",
+    "has_schema",
+    "unchecked_subcharts",
+    "unknown_release_keys",
+    "unknown_value_keys",
+    "validate_custom_resource",
+    "validate_manifest",
+]
+
 KUBERNETES_VERSION = "1.34.0"
 
-KUEUE_CRDS = {
-    "ResourceFlavor": "kueue.x-k8s.io_resourceflavors.yaml",
-    "ClusterQueue": "kueue.x-k8s.io_clusterqueues.yaml",
-    "LocalQueue": "kueue.x-k8s.io_localqueues.yaml",
-    "WorkloadPriorityClass": "kueue.x-k8s.io_workloadpriorityclasses.yaml",
-}
-# Chart name -> vendored upstream values.yaml. Charts absent here are not checked (see UNCHECKED_CHARTS).
-CHART_VALUES = {
-    "nvidia-device-plugin": UPSTREAM / "nvidia-device-plugin-v0.20.0" / "values.yaml",
-    "dcgm-exporter": UPSTREAM / "dcgm-exporter-4.5.3-4.8.2" / "values.yaml",
-    "oci://registry.k8s.io/kueue/charts/kueue": UPSTREAM / "kueue-v0.19.2" / "chart-values.yaml",
-}
+
+def custom_resource_groups() -> frozenset[str]:
+    """API groups served by a vendored CRD."""
+    return frozenset(group for group, _, _ in crd_versions())
 
 
-# API groups with no offline schema (prometheus-operator's CRDs are not vendored). Their objects'
-# structure and PromQL are asserted in tests/test_monitoring*.py; callers must say so explicitly.
-NO_OFFLINE_SCHEMA = {"monitoring.coreos.com": "prometheus-operator CRDs"}
+def _name(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest.get('kind')} {manifest.get('metadata', {}).get('name')}"
 
 
-class SchemaError(AssertionError):
-    pass
-
-
-def has_schema(manifest: Mapping[str, Any]) -> bool:
-    return manifest.get("apiVersion", "").split("/")[0] not in NO_OFFLINE_SCHEMA
-
-
-def _strict(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if (
-            out.get("type") == "object"
-            and "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        if out.get("x-kubernetes-int-or-string"):
-            out.pop("type", None)
-            out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-@cache
-def kueue_schema(kind: str, version: str = "v1beta2") -> dict[str, Any]:
-    crd = yaml.safe_load((UPSTREAM / "kueue-v0.19.2" / KUEUE_CRDS[kind]).read_text())
-    for served in crd["spec"]["versions"]:
-        if served["name"] == version:
-            schema = copy.deepcopy(served["schema"]["openAPIV3Schema"])
-            # metadata is validated by the API server, not the CRD schema.
-            schema["properties"]["metadata"] = {"type": "object"}
-            return _strict(schema)
-    raise KeyError(f"{kind} CRD does not serve {version}")
-
-
-def validate_kueue(manifest: Mapping[str, Any]) -> None:
-    kind = manifest["kind"]
-    api_version = manifest["apiVersion"]
-    if api_version != "kueue.x-k8s.io/v1beta2":
-        raise SchemaError(f"{kind} {manifest.get('metadata', {}).get('name')}: apiVersion {api_version}, want v1beta2")
+def validate_custom_resource(manifest: Mapping[str, Any]) -> CelReport:
+    """Validate a custom resource as the API server would on create: CRD schema, then its CEL rules."""
+    crd = crd_for(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
+    obj = apply_defaults(dict(manifest), crd.schema)
+    errors = schema_errors(obj, crd) + list_type_errors(obj, crd.schema)
+    if errors:  # CEL rules assume a well-typed object (the API server does not run them otherwise)
+        raise SchemaError(f"{_name(manifest)} ({crd.api_version}):\n  " + "\n  ".join(errors))
     try:
-        jsonschema.validate(dict(manifest), kueue_schema(kind))
-    except jsonschema.ValidationError as err:
-        path = ".".join(str(p) for p in err.absolute_path)
-        raise SchemaError(f"{kind} {manifest.get('metadata', {}).get('name')}: {path}: {err.message}") from err
+        violations, report = rule_violations(obj, crd.schema)
+    except UnsupportedRuleError as err:
+        raise SchemaError(f"{_name(manifest)} ({crd.api_version}): {err}") from err
+    webhook = WEBHOOKS.get((crd.group, crd.kind))
+    violations += webhook(obj) if webhook else []
+    if violations:
+        raise SchemaError(f"{_name(manifest)} ({crd.api_version}):\n  " + "\n  ".join(violations))
+    return report
 
 
-def validate_manifest(manifest: Mapping[str, Any]) -> None:
-    """Validate one object against its real schema; raises SchemaError naming the field."""
-    if not has_schema(manifest):
-        raise SchemaError(
-            f"{manifest.get('kind')}: no offline schema for {manifest['apiVersion']} (check has_schema first)"
-        )
-    if manifest.get("apiVersion", "").startswith("kueue.x-k8s.io/"):
-        validate_kueue(manifest)
-        return
+def validate_manifest(manifest: Mapping[str, Any]) -> CelReport:
+    """Validate one object against its real schema (and CEL rules); raises SchemaError naming the field."""
+    group = str(manifest.get("apiVersion", "")).rpartition("/")[0]
+    # A dotted group outside *.k8s.io is a custom resource: unvendored, it fails naming what is vendored.
+    if group in custom_resource_groups() or ("." in group and not group.endswith(".k8s.io")):
+        return validate_custom_resource(manifest)
     try:
         kubernetes_validate.validate(dict(manifest), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as err:
         path = ".".join(str(p) for p in err.path)
-        name = manifest.get("metadata", {}).get("name")
-        raise SchemaError(f"{manifest.get('kind')} {name}: {path}: {err.message}") from err
+        raise SchemaError(f"{_name(manifest)}: {path}: {err.message}") from err
+    except kubernetes_validate.SchemaNotFoundError as err:
+        raise SchemaError(
+            f"{_name(manifest)}: no schema for {manifest.get('apiVersion')}: not a Kubernetes {KUBERNETES_VERSION} "
+            f"kind, and no vendored CRD serves it (vendored groups: {', '.join(sorted(custom_resource_groups()))})"
+        ) from err
+    return CelReport()
 
 
 @cache
-def chart_defaults(chart: str) -> dict[str, Any]:
-    return yaml.safe_load(CHART_VALUES[chart].read_text())
+def _builtin(api_version: str, kind: str) -> bool:
+    try:
+        kubernetes_validate.validate({"apiVersion": api_version, "kind": kind}, KUBERNETES_VERSION)
+    except kubernetes_validate.SchemaNotFoundError:
+        return False
+    except kubernetes_validate.ValidationError:
+        pass
+    return True
 
 
-def unknown_value_keys(ours: Mapping[str, Any], upstream: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Key paths in ``ours`` that the chart does not define.
-
-    A chart map that is empty upstream (``nodeSelector: {}``, ``config.map: {}``) is free-form,
-    and a key whose upstream default is a scalar or list is a leaf: anything below it is ours to set.
-    """
-    missing = []
-    for key, value in ours.items():
-        path = f"{prefix}{key}"
-        if key not in upstream:
-            missing.append(path)
-            continue
-        default = upstream[key]
-        if isinstance(value, Mapping) and isinstance(default, Mapping) and default:
-            missing += unknown_value_keys(value, default, f"{path}.")
-    return missing
+def has_schema(manifest: Mapping[str, Any]) -> bool:
+    """Whether ``validate_manifest`` can check this object (a built-in kind or a vendored CRD's)."""
+    api_version, kind = str(manifest.get("apiVersion", "")), str(manifest.get("kind", ""))
+    try:
+        crd_for(api_version, kind)
+        return True
+    except SchemaError:
+        return _builtin(api_version, kind)
