@@ -34,6 +34,19 @@ def test_every_rule_of_every_vendored_crd_compiles_with_supported_functions_only
         compile_rule(rule)  # raises UnsupportedRuleError otherwise
 
 
+def test_every_rule_sits_where_the_validator_walks() -> None:
+    # rule_violations descends properties, items and additionalProperties: a rule anywhere else
+    # (under allOf, say) would never run, so every rule of every vendored CRD must be reachable so.
+    for version in crd_versions().values():
+        assert sorted(_reachable(version.schema)) == sorted(_rules(version.schema)), version.path
+
+
+def _reachable(schema: Mapping[str, Any]) -> list[str]:
+    found = [r["rule"] for r in schema.get("x-kubernetes-validations", [])]
+    children = [*schema.get("properties", {}).values(), schema.get("items"), schema.get("additionalProperties")]
+    return found + [r for child in children if isinstance(child, Mapping) for r in _reachable(child)]
+
+
 def _rules(schema: Any) -> list[str]:
     if isinstance(schema, dict):
         own = [r["rule"] for r in schema.get("x-kubernetes-validations", [])]
