@@ -133,6 +133,13 @@ def test_resource_flavor_taint_and_toleration_rules(change: Callable[[Obj], obje
     refused(broken(resource_flavor(), change), message)
 
 
+def test_resource_flavor_size_limits_of_the_schema_hold() -> None:
+    taints = [{"key": f"example.com/t{i}", "effect": "NoSchedule"} for i in range(9)]
+    refused(broken(resource_flavor(), lambda s: s.update(nodeTaints=taints)), "is too long")
+    labels = {f"example.com/l{i}": "x" for i in range(9)}
+    refused(broken(resource_flavor(), lambda s: s.update(nodeLabels=labels)), "has too many properties")
+
+
 def test_topology_levels_are_unique_and_hostname_is_the_lowest() -> None:
     topology = {
         "apiVersion": KUEUE,
