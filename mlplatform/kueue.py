@@ -52,7 +52,11 @@ PRIORITY_CLASSES: dict[str, tuple[int, str]] = {
 PODS_READY_TIMEOUT = "10m"
 
 
-def manager_config(*, frameworks: Sequence[str] = ("batch/job",)) -> str:
+# JobSet: distributed training admitted as one workload (the JobSet controller is installed first).
+FRAMEWORKS = ("batch/job", "jobset.x-k8s.io/jobset")
+
+
+def manager_config(*, frameworks: Sequence[str] = FRAMEWORKS) -> str:
     """Kueue's controller-manager configuration (``config.kueue.x-k8s.io/v1beta2``)."""
     doc = {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",

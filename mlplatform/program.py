@@ -16,6 +16,7 @@ from .cluster import Cluster
 from .cluster.kind import KindCluster
 from .config import ClusterProvider, PlatformConfig
 from .gpu import DCGM_METRICS_PORT, GPU_NAMESPACE, GpuStack, GpuStackArgs
+from .jobset import JobSetController
 from .kueue import Kueue, KueueArgs
 from .metrics_server import MetricsServer
 from .tenancy import MlNamespace, MlNamespaceArgs
@@ -31,6 +32,7 @@ class Platform:
     cluster: Cluster
     gpu: GpuStack
     kueue: Kueue
+    jobset: JobSetController
     metrics_server: MetricsServer
     namespaces: dict[str, MlNamespace]
     monitoring: Any = None  # mlplatform.monitoring.Monitoring when config.monitoring
@@ -95,6 +97,8 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             opts=pulumi.ResourceOptions(parent=gpu, depends_on=[gpu.namespace]),
         )
         pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+    # Kueue manages JobSets only if their API exists when it starts: install JobSet first.
+    jobset = JobSetController("jobset", opts=cluster_opts)
     kueue = Kueue(
         "kueue",
         KueueArgs(
@@ -105,7 +109,7 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             gpu_quota=config.schedulable_gpus,
             prometheus=monitoring is not None,
         ),
-        opts=after_monitoring,
+        opts=pulumi.ResourceOptions.merge(after_monitoring, pulumi.ResourceOptions(depends_on=[jobset])),
     )
     metrics = MetricsServer(
         "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=cluster_opts
@@ -127,7 +131,7 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             f"{config.cluster_name}-gpus-advertised", opts=pulumi.ResourceOptions(depends_on=[gpu])
         )
     platform = Platform(
-        config, cluster, gpu, kueue, metrics, namespaces, monitoring=monitoring, gpus_advertised=gpus_advertised
+        config, cluster, gpu, kueue, jobset, metrics, namespaces, monitoring=monitoring, gpus_advertised=gpus_advertised
     )
     pulumi.export("clusterName", cluster.cluster_name)
     pulumi.export("kubeconfig", cluster.kubeconfig)

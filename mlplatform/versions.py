@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "DCGM_EXPORTER",
+    "JOBSET",
+    "JOBSET_IMAGE",
     "KIND_NODE_IMAGE",
     "KUBERNETES_VERSION",
     "KUEUE",
@@ -54,3 +56,8 @@ KUEUE_IMAGE = ("registry.k8s.io/kueue/kueue", "v0.19.2")
 METRICS_SERVER = Chart(
     name="metrics-server", version="3.13.0", repo="https://kubernetes-sigs.github.io/metrics-server/"
 )
+
+# The JobSet version Kueue 0.19.2 is built against (its go.mod). The chart in git carries staging
+# image values; the published OCI chart rewrites them. Pin ours explicitly.
+JOBSET = Chart(name="oci://registry.k8s.io/jobset/charts/jobset", version="0.12.0")
+JOBSET_IMAGE = ("registry.k8s.io/jobset/jobset", "v0.12.0")
