@@ -114,6 +114,9 @@ KEYS: dict[str, Key] = {
     "recommenderTrainingCpu": Key("string", "1", "CPU request (= limit) of a training pod."),
     "recommenderTrainingMemory": Key("string", "2Gi", "Memory request (= limit) of a training pod."),
     "recommenderTrainingGpus": Key("integer", 0, "nvidia.com/gpu per training pod (0 = CPU flavor)."),
+    "recommenderTrainingWorkers": Key(
+        "integer", 1, "Training workers: 1 = one batch Job; more = a JobSet of sharded workers admitted as one."
+    ),
     "recommenderRetrainSchedule": Key("string", "0 3 * * *", "Cron schedule of the retraining job."),
     "eksVpcCidr": Key("string", "10.0.0.0/16", "eks: VPC CIDR block."),
     "eksAvailabilityZones": Key("integer", 2, "eks: availability zones to spread subnets over."),
@@ -187,7 +190,13 @@ class RecommenderConfig:
     max_replicas: int = 4
     training_cpu: str = "1"
     training_memory: str = "2Gi"
-    training_gpus: int = 0
+    training_gpus: int = 0  # per worker
+    training_workers: int = 1  # > 1: a JobSet (prepare, N workers, finish), gang-admitted by Kueue
+
+    @property
+    def training_pods(self) -> int:
+        """Pods Kueue reserves quota for at admission: all of a JobSet's steps at once."""
+        return self.training_workers + 2 if self.training_workers > 1 else 1
     retrain_schedule: str = "0 3 * * *"
     team: str = "bookstore-ml"  # the first configured team hosts the recommender
 
@@ -401,6 +410,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         training_cpu=r.get("recommenderTrainingCpu"),
         training_memory=r.get("recommenderTrainingMemory"),
         training_gpus=r.get("recommenderTrainingGpus"),
+        training_workers=r.get("recommenderTrainingWorkers"),
         retrain_schedule=r.get("recommenderRetrainSchedule"),
         team=team_names[0] if team_names else "bookstore-ml",
     )
@@ -523,13 +533,18 @@ def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_m
         "a 5-field cron expression such as '0 3 * * *'",
     )
     r.at_least("recommenderTrainingGpus", rec.training_gpus, 0)
+    r.at_least("recommenderTrainingWorkers", rec.training_workers, 1)
     cpu = r.quantity("recommenderTrainingCpu", rec.training_cpu)
     memory = r.quantity("recommenderTrainingMemory", rec.training_memory)
+    # Kueue reserves every pod of a run at admission (a JobSet's prepare and finish steps too).
+    pods = rec.training_pods
+    cpu = cpu * pods if cpu is not None else None
+    memory = memory * pods if memory is not None else None
     # A job larger than its team's quota is never admitted: say so now, not as a Pending pod.
     fits: list[tuple[str, Any, Any, str]] = [
         ("recommenderTrainingCpu", cpu, team_cpu, "teamCpuQuota"),
         ("recommenderTrainingMemory", memory, team_memory, "teamMemoryQuota"),
-        ("recommenderTrainingGpus", rec.training_gpus, team_gpus, "teamGpuQuota"),
+        ("recommenderTrainingGpus", rec.training_gpus * rec.training_workers, team_gpus, "teamGpuQuota"),
     ]
     for key, need, quota, quota_key in fits:
         if need is not None and quota is not None and need > quota:
@@ -537,7 +552,8 @@ def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_m
             r._fail(
                 key,
                 r.raw.get(key, need),
-                f"at most {quota_key} ({shown!r}): one training job must fit in the team quota",
+                f"at most {quota_key} ({shown!r}) for all {pods} pods of a run: one training run must fit in "
+                "the team quota",
             )
 
 

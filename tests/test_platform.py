@@ -163,7 +163,7 @@ def test_kueue_is_pinned_with_all_or_nothing_admission(dev: Capture) -> None:
     )
     manager = yaml.safe_load(kueue["values"]["managerConfig"]["controllerManagerConfigYaml"])
     assert manager["waitForPodsReady"]["timeout"] == "10m"
-    assert manager["integrations"]["frameworks"] == ["batch/job"]
+    assert manager["integrations"]["frameworks"] == ["batch/job", "jobset.x-k8s.io/jobset"]
     assert kueue["values"]["controllerManager"]["manager"]["image"]["tag"] == "v0.19.2"
 
 
@@ -178,7 +178,9 @@ def test_kueue_objects_wait_for_the_kueue_release(dev: Capture) -> None:
 
 def test_every_helm_release_is_pinned_and_awaited(dev: Capture) -> None:
     releases = dev.of_type(RELEASE)
-    assert sorted(r.name for r in releases) == ["dcgm-exporter", "kueue", "metrics-server", "nvidia-device-plugin"]
+    assert sorted(r.name for r in releases) == [
+        "dcgm-exporter", "jobset", "kueue", "metrics-server", "nvidia-device-plugin"
+    ]  # fmt: skip
     for r in releases:
         props = r.props
         assert props["version"] and props["version"][0].isdigit(), r.name
@@ -249,3 +251,16 @@ def test_preview_needs_no_cluster(dev: Capture) -> None:
     kubeconfig = preview.named("ml-platform-provider").inputs["kubeconfig"]
     assert UNKNOWN in str(kubeconfig)
     assert sorted(r.name for r in preview.resources) == sorted(r.name for r in dev.resources)
+
+
+def test_jobset_is_installed_pinned_restricted_and_before_kueue(dev: Capture) -> None:
+    (jobset,) = [r for r in dev.of_type("kubernetes:helm.sh/v3:Release") if r.props["chart"].endswith("/jobset")]
+    assert jobset.props["chart"] == "oci://registry.k8s.io/jobset/charts/jobset" and jobset.props["version"] == "0.12.0"
+    assert jobset.props["values"]["image"] == {
+        "repository": "registry.k8s.io/jobset/jobset", "tag": "v0.12.0", "pullPolicy": "IfNotPresent"
+    }  # fmt: skip
+    (namespace,) = [m for m in dev.kind("Namespace") if m["metadata"]["name"] == "jobset-system"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Kueue manages JobSets only if their API exists when it starts.
+    (kueue,) = [r for r in dev.of_type("kubernetes:helm.sh/v3:Release") if r.props["chart"].endswith("/kueue")]
+    assert jobset.urn in kueue.dependencies

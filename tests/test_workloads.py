@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlplatform.capture import FAKE_KUBECONFIG, Capture
 from mlplatform.cluster.kind import MODEL_STORE_NODE_PATH
-from tests.validation import validate_manifest
+from tests.validation import SchemaError, validate_manifest
 from workloads import (
     EmptyDir,
     InferenceSpec,
@@ -25,6 +26,8 @@ from workloads import (
     training_job_manifest,
 )
 from workloads.inference_service import Client
+from workloads.retrain_schedule import retrain_manifests
+from workloads.training_job import DistributedSteps, training_manifest
 from workloads.pod import Mount
 
 RESTRICTED_CONTAINER = {
@@ -244,3 +247,93 @@ def test_without_monitoring_the_recommender_scales_on_cpu(dev: Capture) -> None:
     (hpa,) = dev.kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert dev.kind("ServiceMonitor") == []
+
+
+# --- Distributed runs: a JobSet admitted whole ------------------------------------------------
+
+DISTRIBUTED = replace(
+    TRAINING,
+    workers=3,
+    gpus=1,
+    priority_class="production",
+    steps=DistributedSteps(worker_args=["train", "--shards", "3"], finish_args=["finish"], prepare_args=["generate"]),
+)
+
+
+def replicated(jobset: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in jobset["spec"]["replicatedJobs"]}
+
+
+def test_one_worker_stays_a_batch_job_and_more_become_a_jobset() -> None:
+    assert training_manifest(TRAINING)["kind"] == "Job"
+    jobset = training_manifest(DISTRIBUTED)
+    assert (jobset["apiVersion"], jobset["kind"]) == ("jobset.x-k8s.io/v1alpha2", "JobSet")
+    with pytest.raises(ValueError, match="JobSet"):
+        training_job_manifest(DISTRIBUTED)
+    with pytest.raises(ValueError, match="steps"):
+        training_manifest(replace(DISTRIBUTED, steps=None))
+
+
+def test_jobset_runs_prepare_then_n_indexed_workers_then_finish() -> None:
+    jobset = training_manifest(DISTRIBUTED)
+    validate_manifest(jobset)  # the vendored JobSet CRD, its CEL rules and the webhook's name checks
+    jobs = replicated(jobset)
+    assert list(jobs) == ["prepare", "workers", "finish"]
+    workers = jobs["workers"]["template"]["spec"]
+    assert (workers["completions"], workers["parallelism"], workers["completionMode"]) == (3, 3, "Indexed")
+    assert "dependsOn" not in jobs["prepare"]
+    assert jobs["workers"]["dependsOn"] == [{"name": "prepare", "status": "Complete"}]
+    # Started once the workers run (not complete): Kueue 0.19 counts the set ready only when every
+    # step has a ready Job, so a later step would keep it unready and get it evicted.
+    assert jobs["finish"]["dependsOn"] == [{"name": "workers", "status": "Ready"}]
+    args = {name: j["template"]["spec"]["template"]["spec"]["containers"][0]["args"] for name, j in jobs.items()}
+    assert args == {"prepare": ["generate"], "workers": ["train", "--shards", "3"], "finish": ["finish"]}
+
+
+def test_jobset_is_queued_bounded_and_restricted_in_every_pod() -> None:
+    jobset = training_manifest(DISTRIBUTED)
+    labels = jobset["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "default" and labels["kueue.x-k8s.io/priority-class"] == "production"
+    assert "suspend" not in jobset["spec"] and "ttlSecondsAfterFinished" not in jobset["spec"]  # Kueue's; kept
+    assert jobset["spec"]["failurePolicy"] == {"maxRestarts": 2}
+    assert jobset["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Completed"}
+    for name, job in replicated(jobset).items():
+        spec = job["template"]["spec"]
+        assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 3600  # failures restart the set
+        assert_restricted({"kind": "Job", "spec": spec})
+        (container,) = spec["template"]["spec"]["containers"]
+        gpus = container["resources"]["limits"].get("nvidia.com/gpu")
+        assert gpus == ("1" if name == "workers" else None), name  # GPUs per worker, none elsewhere
+        run_env = next(e for e in container["env"] if e["name"] == "RUN_NAME")
+        assert run_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
+
+
+def test_jobset_validation_catches_a_first_step_that_depends_on_another() -> None:
+    # The CEL rules are only worth something if they fail: JobSet refuses dependsOn on the first step.
+    jobset = training_manifest(DISTRIBUTED)
+    jobs = jobset["spec"]["replicatedJobs"]
+    jobs[0], jobs[1] = jobs[1], jobs[0]
+    with pytest.raises(SchemaError, match="(?i)depend"):
+        validate_manifest(jobset)
+
+
+def test_a_distributed_retrain_is_a_launcher_that_may_only_create_jobsets() -> None:
+    objects = retrain_manifests(RetrainSpec(training=replace(DISTRIBUTED, name="retrain")))
+    kinds = by_kind(objects)
+    assert list(kinds) == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "NetworkPolicy", "CronJob"]
+    for o in objects:
+        validate_manifest(o)
+    assert kinds["Role"]["rules"] == [{"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["create"]}]
+    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "retrain-launcher", "namespace": "team"}]
+    cron = kinds["CronJob"]
+    pod = pod_spec(cron)
+    assert pod["serviceAccountName"] == "retrain-launcher" and pod["automountServiceAccountToken"] is True
+    assert "kueue.x-k8s.io/queue-name" not in cron["spec"]["jobTemplate"]["metadata"]["labels"]  # it queues nothing
+    assert pod["containers"][0]["image"].startswith("registry.k8s.io/kubectl:v1.34")
+    launched = yaml.safe_load(kinds["ConfigMap"]["data"]["jobset.yaml"])
+    assert launched["metadata"]["generateName"] == "retrain-" and "name" not in launched["metadata"]
+    assert launched["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
+    assert launched["spec"] == training_manifest(replace(DISTRIBUTED, name="retrain"))["spec"]
+    validate_manifest({**launched, "metadata": {**launched["metadata"], "name": "retrain-x7k2p"}})  # as named
+    egress = kinds["NetworkPolicy"]["spec"]["egress"]
+    assert [p["port"] for p in egress[0]["ports"]] == [443, 6443] and "to" not in egress[0]

@@ -23,16 +23,40 @@ from typing import Any
 
 import pulumi
 
+from mlplatform.jobset import JOBSET_API_VERSION
 from mlplatform.kueue import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL
 from mlplatform.objects import apply, child_options, labels_for
 
 from .pod import EmptyDir, Mount, container_security, env_list, pod_security, resources, volumes_and_mounts
 
-__all__ = ["TrainingJob", "TrainingSpec", "job_labels", "job_spec", "run_name", "training_job_manifest"]
+__all__ = [
+    "DistributedSteps",
+    "TrainingJob",
+    "TrainingSpec",
+    "job_labels",
+    "job_spec",
+    "jobset_manifest",
+    "jobset_spec",
+    "run_name",
+    "training_job_manifest",
+    "training_manifest",
+]
+
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 
 # A Job's name goes into its pods' `batch.kubernetes.io/job-name` label: at most 63 characters.
 _MAX_JOB_NAME = 63
 _RUN_HASH_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class DistributedSteps:
+    """How a run with ``workers > 1`` splits: prepare once, N workers, then finish once."""
+
+    worker_args: Sequence[str]  # every worker; its index is in JOB_COMPLETION_INDEX (0 .. workers-1)
+    finish_args: Sequence[str]  # once every worker runs: wait for and merge their output, evaluate, register
+    prepare_args: Sequence[str] = ()  # once, before the workers start (e.g. the data they all read); () = none
+    max_restarts: int = 2  # a failed pod restarts the whole set this often, then the run fails
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,10 @@ class TrainingSpec:
     # What the image *is* (its content tag) when ``image`` is an Output: the run's name hashes it,
     # so new code is a new run. Not needed when ``image`` is a plain (pinned) string.
     image_version: str = ""
+    # More than one: a JobSet of ``workers`` pods running ``steps``, admitted by Kueue as one
+    # workload; ``gpus`` is then per worker. One: a batch Job running ``args``.
+    workers: int = 1
+    steps: DistributedSteps | None = None
 
 
 def job_labels(spec: TrainingSpec) -> dict[str, str]:
@@ -79,9 +107,10 @@ def _image_identity(spec: TrainingSpec) -> str:
 
 
 def run_name(spec: TrainingSpec) -> str:
-    """``<name>-<hash>``: the hash of the whole run definition, so a change is a new Job."""
-    identity = job_spec(replace(spec, image=_image_identity(spec)))
-    canonical = json.dumps({"namespace": spec.namespace, "labels": job_labels(spec), "spec": identity}, sort_keys=True)
+    """``<name>-<hash>``: the hash of the whole run definition, so a change is a new run."""
+    identity = replace(spec, image=_image_identity(spec))
+    body = jobset_spec(identity) if identity.workers > 1 else job_spec(identity)
+    canonical = json.dumps({"namespace": spec.namespace, "labels": job_labels(spec), "spec": body}, sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:_RUN_HASH_LENGTH]
     name = f"{spec.name}-{digest}"
     if len(name) > _MAX_JOB_NAME:
@@ -91,21 +120,43 @@ def run_name(spec: TrainingSpec) -> str:
     return name
 
 
-def job_spec(spec: TrainingSpec) -> dict[str, Any]:
-    """The Job ``spec``, without ``suspend``: Kueue's webhook suspends a queued Job on create and
-    owns the field from then on (a manifest value would conflict with it on every later apply)."""
-    pod_volumes, mounts = volumes_and_mounts(spec.volumes)
-    container = {
+def _container(
+    spec: TrainingSpec, args: Sequence[str], *, gpus: int, extra_env: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    _, mounts = volumes_and_mounts(spec.volumes)
+    return {
         "name": "train",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(spec.command),
-        "args": list(spec.args),
-        "env": env_list(spec.env),
-        "resources": resources(spec.cpu, spec.memory, gpus=spec.gpus),
+        "args": list(args),
+        "env": [*env_list(spec.env), *extra_env],
+        "resources": resources(spec.cpu, spec.memory, gpus=gpus),
         "securityContext": container_security(),
         "volumeMounts": mounts,
+        # A failed step's last log lines land in its pod's status, where `kubectl describe` shows them.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def _pod_template(spec: TrainingSpec, container: dict[str, Any]) -> dict[str, Any]:
+    pod_volumes, _ = volumes_and_mounts(spec.volumes)
+    return {
+        "metadata": {"labels": {k: v for k, v in job_labels(spec).items() if k != QUEUE_NAME_LABEL}},
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": spec.service_account,
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security(),
+            "containers": [container],
+            "volumes": pod_volumes,
+        },
+    }
+
+
+def job_spec(spec: TrainingSpec) -> dict[str, Any]:
+    """The Job ``spec``, without ``suspend``: Kueue's webhook suspends a queued Job on create and
+    owns the field from then on (a manifest value would conflict with it on every later apply)."""
     ttl = spec.ttl_seconds_after_finished
     cleanup = {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
     return {
@@ -114,21 +165,13 @@ def job_spec(spec: TrainingSpec) -> dict[str, Any]:
         **cleanup,
         "completions": 1,
         "parallelism": 1,
-        "template": {
-            "metadata": {"labels": {k: v for k, v in job_labels(spec).items() if k != QUEUE_NAME_LABEL}},
-            "spec": {
-                "restartPolicy": "Never",
-                "serviceAccountName": spec.service_account,
-                "automountServiceAccountToken": False,
-                "securityContext": pod_security(),
-                "containers": [container],
-                "volumes": pod_volumes,
-            },
-        },
+        "template": _pod_template(spec, _container(spec, spec.args, gpus=spec.gpus)),
     }
 
 
 def training_job_manifest(spec: TrainingSpec) -> dict[str, Any]:
+    if spec.workers > 1:
+        raise ValueError(f"TrainingSpec {spec.name}: {spec.workers} workers run as a JobSet (training_manifest)")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -137,22 +180,102 @@ def training_job_manifest(spec: TrainingSpec) -> dict[str, Any]:
     }
 
 
-class TrainingJob(pulumi.ComponentResource):
-    """One training run, queued through Kueue.
+# What each pod of a JobSet knows about its run: the run's name (to share a directory keyed by it).
+_RUN_NAME_ENV = {
+    "name": "RUN_NAME",
+    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOBSET_NAME_LABEL}']"}},
+}
 
-    Guarantees: the Job carries ``kueue.x-k8s.io/queue-name``, so Kueue suspends it on create and
-    it runs only once admitted against the team's queue; its name is ``<name>-<hash of the run>``
-    (``job_name``), so an unchanged run is left alone and a changed one is a new Job; every
+
+def _replicated_job(
+    spec: TrainingSpec, name: str, args: Sequence[str], *, pods: int, gpus: int, after: dict[str, str] | None
+) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        # No pod retries inside a step: a failure restarts the whole set (failurePolicy), which
+        # resumes from what finished steps wrote.
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": spec.active_deadline_seconds,
+        "completions": pods,
+        "parallelism": pods,
+        "template": _pod_template(spec, _container(spec, args, gpus=gpus, extra_env=[_RUN_NAME_ENV])),
+    }
+    if pods > 1:
+        job["completionMode"] = "Indexed"  # each pod gets JOB_COMPLETION_INDEX
+    replicated: dict[str, Any] = {"name": name, "replicas": 1, "template": {"spec": job}}
+    if after is not None:
+        replicated["dependsOn"] = [after]
+    return replicated
+
+
+def jobset_spec(spec: TrainingSpec) -> dict[str, Any]:
+    """The JobSet ``spec``: [prepare] -> workers -> finish, without ``suspend`` (Kueue's).
+
+    The finish step starts once the workers *run* (dependsOn Ready), not once they complete, and
+    waits for their output itself: Kueue 0.19 counts a JobSet's pods ready only when every
+    replicated job has ready or succeeded Jobs (``JobSet.PodsReady`` in its jobset controller), so
+    a step created only after the workers complete would keep the set "not ready" for the whole
+    training and ``waitForPodsReady`` would evict it when its timeout runs out. The prepare step
+    is short (it completes before the workers start, as they read what it wrote).
+    """
+    steps = spec.steps
+    if steps is None or spec.workers < 2:
+        raise ValueError(f"TrainingSpec {spec.name}: a JobSet needs workers > 1 and their steps")
+    jobs: list[dict[str, Any]] = []
+    if steps.prepare_args:
+        jobs.append(_replicated_job(spec, "prepare", steps.prepare_args, pods=1, gpus=0, after=None))
+    workers_after = {"name": "prepare", "status": "Complete"} if jobs else None
+    jobs.append(_replicated_job(spec, "workers", steps.worker_args, pods=spec.workers, gpus=spec.gpus, after=workers_after))
+    jobs.append(
+        _replicated_job(spec, "finish", steps.finish_args, pods=1, gpus=0, after={"name": "workers", "status": "Ready"})
+    )
+    return {
+        "failurePolicy": {"maxRestarts": steps.max_restarts},
+        # Workers share files, not a network: no headless Service for pod DNS names.
+        "network": {"enableDNSHostnames": False},
+        "replicatedJobs": jobs,
+    }
+
+
+def jobset_manifest(spec: TrainingSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": JOBSET_API_VERSION,
+        "kind": "JobSet",
+        "metadata": {
+            "name": run_name(spec),
+            "namespace": spec.namespace,
+            "labels": job_labels(spec),
+            # Pulumi waits for a JobSet to finish as it does for a Job (no built-in await for CRs).
+            "annotations": {"pulumi.com/waitFor": "condition=Completed"},
+        },
+        "spec": jobset_spec(spec),
+    }
+
+
+def training_manifest(spec: TrainingSpec) -> dict[str, Any]:
+    """The run as Kubernetes sees it: a Job for one worker, a JobSet for more."""
+    return jobset_manifest(spec) if spec.workers > 1 else training_job_manifest(spec)
+
+
+class TrainingJob(pulumi.ComponentResource):
+    """One training run, queued through Kueue: a batch Job, or with ``workers > 1`` a JobSet.
+
+    Guarantees: the Job or JobSet carries ``kueue.x-k8s.io/queue-name``, so Kueue suspends it on
+    create and it runs only once admitted against the team's queue; a JobSet is admitted as one
+    workload (quota for all its pods, or none), and if its pods are not all running within Kueue's
+    ``waitForPodsReady`` timeout the whole set is evicted and requeued; a failed pod restarts the
+    set at most ``max_restarts`` times, then the run fails. Its name is ``<name>-<hash of the run>``
+    (``job_name``), so an unchanged run is left alone and a changed one is a new run; every
     container runs under the restricted profile with a read-only root filesystem, writing only to
     its declared volumes; requests equal limits (GPU limit == request); retries and deadline are
-    bounded.
+    bounded; Pulumi waits for the run to finish.
     """
 
     def __init__(self, name: str, spec: TrainingSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:TrainingJob", name, None, opts)
+        manifest = training_manifest(spec)
         self.job = apply(
-            f"{name}-job",
-            training_job_manifest(spec),
+            f"{name}-{manifest['kind'].lower()}",
+            manifest,
             child_options(
                 opts,
                 self,
