@@ -26,9 +26,9 @@ from workloads import (
     training_job_manifest,
 )
 from workloads.inference_service import Client
+from workloads.pod import Mount
 from workloads.retrain_schedule import retrain_manifests
 from workloads.training_job import DistributedSteps, training_manifest
-from workloads.pod import Mount
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -313,7 +313,7 @@ def test_jobset_validation_catches_a_first_step_that_depends_on_another() -> Non
     jobset = training_manifest(DISTRIBUTED)
     jobs = jobset["spec"]["replicatedJobs"]
     jobs[0], jobs[1] = jobs[1], jobs[0]
-    with pytest.raises(SchemaError, match="(?i)depend"):
+    with pytest.raises(SchemaError, match=r"(?i)depend"):
         validate_manifest(jobset)
 
 
@@ -324,7 +324,9 @@ def test_a_distributed_retrain_is_a_launcher_that_may_only_create_jobsets() -> N
     for o in objects:
         validate_manifest(o)
     assert kinds["Role"]["rules"] == [{"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["create"]}]
-    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "retrain-launcher", "namespace": "team"}]
+    assert kinds["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "retrain-launcher", "namespace": "team"}
+    ]
     cron = kinds["CronJob"]
     pod = pod_spec(cron)
     assert pod["serviceAccountName"] == "retrain-launcher" and pod["automountServiceAccountToken"] is True

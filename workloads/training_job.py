@@ -224,7 +224,9 @@ def jobset_spec(spec: TrainingSpec) -> dict[str, Any]:
     if steps.prepare_args:
         jobs.append(_replicated_job(spec, "prepare", steps.prepare_args, pods=1, gpus=0, after=None))
     workers_after = {"name": "prepare", "status": "Complete"} if jobs else None
-    jobs.append(_replicated_job(spec, "workers", steps.worker_args, pods=spec.workers, gpus=spec.gpus, after=workers_after))
+    jobs.append(
+        _replicated_job(spec, "workers", steps.worker_args, pods=spec.workers, gpus=spec.gpus, after=workers_after)
+    )
     jobs.append(
         _replicated_job(spec, "finish", steps.finish_args, pods=1, gpus=0, after={"name": "workers", "status": "Ready"})
     )
