@@ -51,15 +51,21 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 apt_install() {
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "missing $*: install them (Debian packages) or run as root"
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "missing $*: install them (Debian packages) or run this as root on Debian"
+  fi
   # Never let a package's maintainer script start a service: this run starts only what it stops.
   local policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 0755 "$policy"
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
+  local rc=0 log; log="$(mktemp)"
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } </dev/null >"$log" 2>&1 \
+    || rc=$?
   [ -z "$policy" ] || rm -f "$policy"
+  [ "$rc" = 0 ] || { tail -n 20 "$log" >&2; rm -f "$log"; die "apt-get install $* failed"; }
+  rm -f "$log"
 }
 
 engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
@@ -145,13 +151,14 @@ wheels_builder() {
   key="$( (cat recommender/requirements.txt; echo "${platforms[*]}") | sha256sum | cut -c1-12)"
   dir="$CACHE/wheels/$key"
   mkdir -p "$CACHE/wheels"
-  find "$CACHE/wheels" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+  find "$CACHE/wheels" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
   if [ ! -f "$dir/.complete" ]; then
     say "wheels: downloading recommender/requirements.txt for CPython 3.11"
     rm -rf "$dir"
     venv/bin/python -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
       "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311 \
-      -r recommender/requirements.txt -d "$dir" </dev/null
+      -r recommender/requirements.txt -d "$dir" </dev/null >"$CACHE/wheels/log" 2>&1 \
+      || { tail -n 20 "$CACHE/wheels/log" >&2; die "pip download failed"; }
     touch "$dir/.complete"
   fi
   BUILD_IMAGE="$BASE_IMAGE-wheels-$key"

@@ -44,6 +44,7 @@ SIZE_TARGET_BYTES = 300_000_000
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "clang++", "tcc", "x86_64-linux-gnu-gcc")
 STARTUP_CAP_SECONDS = 120  # the manifest may allow longer; the tier's time budget does not
 JOB_CAP_SECONDS = 900
+CONTAINER_PREFIX = "ml-platform-ci-"
 
 
 class TierError(Exception):
@@ -227,7 +228,7 @@ class Pods:
         return paths
 
     def argv(self, run: ContainerRun, pod: str, paths: dict[str, Path], publish: bool = False) -> list[str]:
-        name = f"mlp-ct-{os.getpid()}-{pod}"
+        name = f"{CONTAINER_PREFIX}{os.getpid()}-{pod}"
         self.names.append(name)
         return docker_args(run, image=self.image, name=name, host_paths=paths, publish=publish)
 
@@ -385,6 +386,9 @@ def scratch_directory(keep: bool) -> Iterator[Path]:
 
 
 def tier(args: argparse.Namespace) -> dict[str, Any]:
+    # Containers a killed run left behind (their names carry that run's process id).
+    for stale in docker("ps", "--all", "--quiet", "--filter", f"name=^{CONTAINER_PREFIX}").split():
+        docker("rm", "--force", stale, check=False)
     log("== the dev stack's workloads (rendered under mocks)")
     objects = capture_stack("dev").kubernetes_objects()
     train = container_run(find_workload(objects, kind="Job", name="bookstore-train", component="training"))
