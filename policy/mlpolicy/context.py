@@ -16,7 +16,7 @@ import yaml
 
 from .model import Resource, as_list, as_map, get_path, k8s_kind, namespace_of
 from .platform import EKS_NODE_GROUP, HELM_TYPES
-from .pods import PodTemplate, pod_template
+from .pods import PodTemplate, pod_templates
 
 __all__ = [
     "ML_NAMESPACE_LABEL",
@@ -186,8 +186,8 @@ class StackContext:
                 ctx.pools.append(_eks_pool(resource))
             elif resource.type.startswith("command:"):
                 ctx.pools += _kind_pools(resource)
-            template = pod_template(resource)
-            if template is not None:
+            # One workload per pod template: a JobSet contributes one per replicated job.
+            for template in pod_templates(resource):
                 ctx.workloads.append(Workload(resource, namespace_of(resource.props), template))
         return ctx
 

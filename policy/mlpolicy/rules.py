@@ -16,7 +16,7 @@ from . import containers as ctr
 from . import platform
 from .context import StackContext
 from .model import Resource, Violation, as_list
-from .pods import PodTemplate, pod_template
+from .pods import PodTemplate, pod_templates
 from .stackrules import (
     external_service_violations,
     flavor_violations,
@@ -53,16 +53,19 @@ class Rule:
 
 
 def _template_rule(findings: Callable[[PodTemplate, Mapping[str, Any]], list[str]], intro: str) -> ResourceCheck:
-    """A per-workload check: one violation listing every finding in the resource's pod template."""
+    """A per-workload check: one violation listing every finding in the resource's pod templates
+    (a JobSet's are named by replicated job: ``JobSet x replicatedJobs[workers]: ...``)."""
 
     def check(resource: Resource, config: Mapping[str, Any]) -> list[Violation]:
-        template = pod_template(resource)
-        if template is None:
-            return []
-        found = findings(template, config)
-        if not found:
-            return []
-        return [Violation(f"{template.kind} {resource.name}: {intro}: " + "; ".join(found), resource.urn, tuple(found))]
+        sentences: list[str] = []
+        details: list[str] = []
+        for template in pod_templates(resource):
+            found = findings(template, config)
+            if found:
+                where = f"{template.kind} {resource.name}" + (f" {template.part}" if template.part else "")
+                sentences.append(f"{where}: {intro}: " + "; ".join(found))
+                details += [f"{template.part}: {f}" if template.part else f for f in found]
+        return [Violation(". ".join(sentences), resource.urn, tuple(details))] if sentences else []
 
     return check
 
@@ -137,7 +140,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "kueue-queue-label",
-        "Jobs and CronJobs in ML namespaces carry kueue.x-k8s.io/queue-name naming a LocalQueue there.",
+        "Jobs, CronJobs and JobSets in ML namespaces carry kueue.x-k8s.io/queue-name naming a LocalQueue there.",
         MANDATORY,
         stack_check=queue_label_violations,
     ),
@@ -194,6 +197,23 @@ def run_resource_rule(r: Rule, resource: Resource, config: Mapping[str, Any] | N
     return r.resource_check(resource, r.settings(config))
 
 
+def one_per_resource(violations: Sequence[Violation]) -> list[Violation]:
+    """Violations of one resource merged into one, in order (a JobSet's pod templates are separate
+    workloads, but the resource shows up once per rule); stack-wide ones (no URN) stay apart."""
+    merged: dict[str, Violation] = {}
+    out: list[Violation | str] = []
+    for v in violations:
+        if not v.urn:
+            out.append(v)
+        elif v.urn in merged:
+            first = merged[v.urn]
+            merged[v.urn] = Violation(f"{first.message}. {v.message}", v.urn, first.details + v.details)
+        else:
+            merged[v.urn] = v
+            out.append(v.urn)
+    return [merged[v] if isinstance(v, str) else v for v in out]
+
+
 def run_stack_rule(r: Rule, resources: Sequence[Resource], config: Mapping[str, Any] | None = None) -> list[Violation]:
     assert r.stack_check is not None, f"{r.name} is a resource rule"
-    return r.stack_check(StackContext.of(resources), r.settings(config))
+    return one_per_resource(r.stack_check(StackContext.of(resources), r.settings(config)))

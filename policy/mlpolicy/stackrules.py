@@ -7,6 +7,7 @@ from typing import Any
 
 from .containers import GPU_RESOURCE, parse_quantity
 from .context import PSA_ENFORCE_LABEL, StackContext, Workload
+from .kueue import KUEUE_GROUP, QUEUE_NAME_LABEL, local_queues
 from .model import Violation, as_list, as_map, get_path, namespace_of
 from .pss import restricted_findings
 
@@ -22,13 +23,13 @@ __all__ = [
     "readiness_violations",
 ]
 
-QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
-KUEUE_GROUP = "kueue.x-k8s.io"
 PSA_LEVELS = ("privileged", "baseline", "restricted")
 
 
 def _where(workload: Workload) -> str:
-    return f"{workload.template.kind} {workload.namespace}/{workload.resource.name}"
+    """``JobSet ns/name replicatedJobs[workers]``: the object, and which of its pod templates."""
+    part = f" {workload.template.part}" if workload.template.part else ""
+    return f"{workload.template.kind} {workload.namespace}/{workload.resource.name}{part}"
 
 
 def pod_security_violations(ctx: StackContext, config: Mapping[str, Any]) -> list[Violation]:
@@ -58,30 +59,32 @@ def _job_labels(workload: Workload) -> Mapping[str, Any]:
 
 
 def queue_label_violations(ctx: StackContext, config: Mapping[str, Any]) -> list[Violation]:
-    """Jobs and CronJobs in ML namespaces name a LocalQueue that the stack creates there."""
+    """Jobs, CronJobs and JobSets in ML namespaces name a LocalQueue that the stack creates there."""
     out = []
     ml = set(ctx.ml_namespaces)
+    seen: set[int] = set()  # a JobSet is one workload per replicated job, but has one set of labels
     for workload in ctx.workloads:
-        if workload.template.kind not in ("Job", "CronJob") or workload.namespace not in ml:
+        if workload.template.kind not in ("Job", "CronJob", "JobSet") or workload.namespace not in ml:
             continue
+        if id(workload.resource) in seen:
+            continue
+        seen.add(id(workload.resource))
+        what = f"{workload.template.kind} {workload.namespace}/{workload.resource.name}"
         where = "spec.jobTemplate.metadata.labels" if workload.template.kind == "CronJob" else "metadata.labels"
-        queues = sorted(
-            str(get_path(q.props, "metadata", "name"))
-            for q in ctx.of_kind(KUEUE_GROUP, "LocalQueue", workload.namespace)
-        )
+        queues = local_queues(ctx, workload.namespace)
         queue = _job_labels(workload).get(QUEUE_NAME_LABEL)
         if not queue:
             suggestion = queues[0] if queues else "<local queue>"
             out.append(
                 Violation(
-                    f"{_where(workload)} bypasses Kueue: add label {QUEUE_NAME_LABEL}: {suggestion} to {where}",
+                    f"{what} bypasses Kueue: add label {QUEUE_NAME_LABEL}: {suggestion} to {where}",
                     workload.resource.urn,
                 )
             )
         elif queues and queue not in queues:
             out.append(
                 Violation(
-                    f"{_where(workload)} names LocalQueue {queue!r}, which this stack does not create in "
+                    f"{what} names LocalQueue {queue!r}, which this stack does not create in "
                     f"{workload.namespace}; use one of {', '.join(queues)} in {where}",
                     workload.resource.urn,
                 )

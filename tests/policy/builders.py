@@ -8,6 +8,7 @@ from typing import Any
 from mlpolicy.model import Resource  # on sys.path through conftest.py, as in the pack process
 
 from mlplatform.capture import Capture
+from workloads.training_job import DistributedSteps, TrainingSpec
 
 ML_NS = "bookstore-ml"
 TYPES = {
@@ -20,6 +21,13 @@ TYPES = {
     "CronJob": "kubernetes:batch/v1:CronJob",
     "Service": "kubernetes:core/v1:Service",
     "Namespace": "kubernetes:core/v1:Namespace",
+    "JobSet": "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet",
+    "ConfigMap": "kubernetes:core/v1:ConfigMap",
+    "ServiceAccount": "kubernetes:core/v1:ServiceAccount",
+    "Role": "kubernetes:rbac.authorization.k8s.io/v1:Role",
+    "ClusterRole": "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+    "RoleBinding": "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
+    "ClusterRoleBinding": "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
 }
 GPU_POOL = {"mlplatform.io/pool": "gpu"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
@@ -86,6 +94,9 @@ def workload(
         }
     elif kind == "Job":
         body = {"metadata": metadata, "spec": {"template": {**template, "spec": {**pod, "restartPolicy": "Never"}}}}
+    elif kind == "JobSet":
+        # The same pod template in two replicated jobs: a finding shows in both, the violation once.
+        return jobset(name, namespace=namespace, labels=labels, jobs={"workers": pod, "finish": pod})
     else:
         body = {
             "metadata": metadata,
@@ -120,3 +131,62 @@ def modified(resources: list[Resource], name: str, edit: Any) -> list[Resource]:
             r = Resource(r.type, r.name, props, r.urn, r.parent)
         out.append(r)
     return out
+
+
+def jobset(
+    name: str = "train",
+    *,
+    namespace: str = ML_NS,
+    labels: dict[str, str] | None = None,
+    jobs: dict[str, dict[str, Any]] | None = None,
+) -> Resource:
+    """A JobSet with one replicated job per ``jobs`` entry (name -> pod spec); compliant pods by default."""
+    replicated = [
+        {
+            "name": job,
+            "replicas": 1.0,
+            "template": {
+                "spec": {
+                    "backoffLimit": 0.0,
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": {**pod, "restartPolicy": "Never"}},
+                }
+            },
+        }
+        for job, pod in (jobs or {"workers": pod_spec(), "finish": pod_spec()}).items()
+    ]
+    props = {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {"failurePolicy": {"maxRestarts": 2.0}, "replicatedJobs": replicated},
+    }
+    return Resource(TYPES["JobSet"], name, props, urn("JobSet", name))
+
+
+def k8s_object(kind: str, name: str, namespace: str | None = ML_NS, **fields: Any) -> Resource:
+    """Any other object: ``kind`` from TYPES, ``metadata.name`` = ``name``, top-level ``fields``."""
+    api = TYPES[kind].split(":")[1].replace("core/", "")
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    props = {"apiVersion": api, "kind": kind, "metadata": metadata, **fields}
+    return Resource(TYPES[kind], name, props, urn(kind, name))
+
+
+def from_manifest(manifest: dict[str, Any], name: str | None = None) -> Resource:
+    """A manifest from the program's pure builders as the engine would send it (type token from apiVersion)."""
+    api, kind = manifest["apiVersion"], manifest["kind"]
+    version = api if "/" in api else f"core/{api}"
+    name = name or manifest["metadata"].get("name") or manifest["metadata"]["generateName"]
+    return Resource(f"kubernetes:{version}:{kind}", name, manifest, f"urn:pulumi:test::ml-platform::{kind}::{name}")
+
+
+def distributed_training(name: str = "bookstore-train", *, workers: int = 3, gpus: int = 1) -> TrainingSpec:
+    """A run of the program's own TrainingSpec: prepare, ``workers`` workers, finish (a JobSet)."""
+    return TrainingSpec(
+        name=name,
+        namespace=ML_NS,
+        image="ghcr.io/example/recommender:1.0.0",
+        command=["python", "-m", "recommender"],
+        gpus=gpus,
+        workers=workers,
+        steps=DistributedSteps(worker_args=["train"], finish_args=["merge"], prepare_args=["generate"]),
+    )

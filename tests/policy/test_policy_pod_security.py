@@ -11,7 +11,7 @@ from mlpolicy.rules import rule, run_stack_rule
 
 from .builders import ML_NS, container, pod_spec, workload
 
-KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
+KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "JobSet"]
 Edit = Callable[[dict[str, Any], dict[str, Any]], object]  # (pod spec, its first container)
 
 

@@ -11,7 +11,7 @@ from mlpolicy.rules import ADVISORY, MANDATORY, RULES, rule, run_resource_rule
 
 from .builders import container, pod_spec, workload
 
-KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
+KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "JobSet"]
 
 
 def messages(rule_name: str, resource: Resource, config: dict[str, Any] | None = None) -> list[str]:
