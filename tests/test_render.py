@@ -121,7 +121,7 @@ def test_file_names_come_from_identity_not_registration_order(tmp_path: Path) ->
     assert not [p.name for p in paths if p.name[0].isdigit()], "no sequence numbers"
     names = [p.name for p in paths]
     assert "resourcequota.bookstore-ml.team-quota.yaml" in names
-    assert "clusterqueue._cluster.ml-cluster-queue.yaml" in names
+    assert "namespace._cluster.bookstore-ml.yaml" in names  # cluster-scoped
 
 
 def test_two_renders_in_one_process_are_byte_identical(tmp_path: Path) -> None:

@@ -63,16 +63,53 @@ def test_a_team_quota_change_is_one_path_of_one_object(
     assert "ClusterQueue" not in out and "Helm release" not in out and "command:local" not in out
 
 
-def test_helm_values_and_other_objects_show_their_changed_paths(base: Path, tmp_path: Path) -> None:
+def _changed_in_files(base: Path, head: Path) -> set[str]:
+    """Labels of the objects whose rendered content differs, read without the diff tool."""
+    changed = set()
+    for path in sorted((base / "dev").glob("*/*.yaml")):
+        old, new = (
+            yaml.safe_load(path.read_text()),
+            yaml.safe_load((head / "dev" / path.relative_to(base / "dev")).read_text()),
+        )
+        if old != new:
+            if path.parent.name == "helm":
+                changed.add(f"Helm release {old['namespace']}/{old['release']}")
+            else:
+                meta = old["metadata"]
+                scope = f"{meta['namespace']}/" if meta.get("namespace") else ""
+                changed.add(f"{old['kind']} {scope}{meta['name']}")
+    others = {(r["type"], r["name"]): r for r in yaml.safe_load((base / "dev" / "resources.yaml").read_text())}
+    for row in yaml.safe_load((head / "dev" / "resources.yaml").read_text()):
+        if others[(row["type"], row["name"])] != row:
+            changed.add(f"{row['type']} {row['name']}")
+    return changed
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"gpuTimeSlicingReplicas": 4}, {"kindGpuWorkers": 2}, {"recommenderMaxReplicas": 6}],
+    ids=lambda o: next(iter(o)),
+)
+def test_exactly_the_objects_that_differ_are_shown_changed(
+    base: Path, tmp_path: Path, overrides: dict[str, Any]
+) -> None:
+    head = render_with(tmp_path, overrides)
+    (diff,) = diff_renders(base, head)
+    assert {o.status for o in diff.objects} == {"changed"}
+    assert {o.label for o in diff.objects} == _changed_in_files(base, head) != set()
+    assert all(o.changes for o in diff.objects)
+
+
+def test_helm_values_show_their_changed_paths(base: Path, tmp_path: Path) -> None:
     head = render_with(tmp_path, {"gpuTimeSlicingReplicas": 4})
     (diff,) = diff_renders(base, head)
-    changes = {o.label: [c.path for c in o.changes] for o in diff.objects}
-    assert changes == {
-        "ClusterQueue ml-cluster-queue": ["spec.resourceGroups[0].flavors[gpu].resources[nvidia.com/gpu].nominalQuota"],
-        "Helm release gpu-system/nvidia-device-plugin": ["values.config.default", "values.config.map.default"],
-    }
-    [plugin] = [o for o in diff.objects if o.label.startswith("Helm")]
+    [plugin] = [o for o in diff.objects if o.label == "Helm release gpu-system/nvidia-device-plugin"]
+    assert [c.path for c in plugin.changes] == ["values.config.default", "values.config.map.default"]
     assert plugin.changes[1].old is ABSENT and "replicas: 4" in plugin.changes[1].new
+    queues = [o for o in diff.objects if o.label.startswith("ClusterQueue ")]
+    assert any(
+        c.path.endswith("flavors[gpu].resources[nvidia.com/gpu].nominalQuota") for q in queues for c in q.changes
+    )
     out = render_diff.markdown([diff])
     # The embedded time-slicing config is a line diff, inside a collapsed block.
     assert "<details><summary><b>changed</b> <code>Helm release gpu-system/nvidia-device-plugin</code>" in out
