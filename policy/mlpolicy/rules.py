@@ -15,6 +15,7 @@ from typing import Any
 from . import containers as ctr
 from . import platform
 from .context import StackContext
+from .launchers import least_privilege_violations
 from .model import Resource, Violation, as_list
 from .pods import PodTemplate, pod_templates
 from .stackrules import (
@@ -140,9 +141,18 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "kueue-queue-label",
-        "Jobs, CronJobs and JobSets in ML namespaces carry kueue.x-k8s.io/queue-name naming a LocalQueue there.",
+        "Jobs, CronJobs and JobSets in ML namespaces carry kueue.x-k8s.io/queue-name naming a LocalQueue there; "
+        "a JobSet launcher CronJob passes only if its service account may just create JobSets and the JobSet "
+        "it launches is queued.",
         MANDATORY,
         stack_check=queue_label_violations,
+    ),
+    Rule(
+        "ml-service-account-least-privilege",
+        "In ML namespaces only a verified JobSet launcher gets a service account token, and no binding gives a "
+        "service account more than create on jobsets in its own namespace.",
+        MANDATORY,
+        stack_check=least_privilege_violations,
     ),
     Rule(
         "readiness-probe-behind-service",

@@ -8,6 +8,7 @@ from typing import Any
 from .containers import GPU_RESOURCE, parse_quantity
 from .context import PSA_ENFORCE_LABEL, StackContext, Workload
 from .kueue import KUEUE_GROUP, QUEUE_NAME_LABEL, local_queues
+from .launchers import is_launcher, launcher_problems
 from .model import Violation, as_list, as_map, get_path, namespace_of
 from .pss import restricted_findings
 
@@ -59,7 +60,8 @@ def _job_labels(workload: Workload) -> Mapping[str, Any]:
 
 
 def queue_label_violations(ctx: StackContext, config: Mapping[str, Any]) -> list[Violation]:
-    """Jobs, CronJobs and JobSets in ML namespaces name a LocalQueue that the stack creates there."""
+    """Jobs, CronJobs and JobSets in ML namespaces name a LocalQueue that the stack creates there; a
+    CronJob labelled as a JobSet launcher instead passes only as a verified launcher (launchers.py)."""
     out = []
     ml = set(ctx.ml_namespaces)
     seen: set[int] = set()  # a JobSet is one workload per replicated job, but has one set of labels
@@ -70,6 +72,17 @@ def queue_label_violations(ctx: StackContext, config: Mapping[str, Any]) -> list
             continue
         seen.add(id(workload.resource))
         what = f"{workload.template.kind} {workload.namespace}/{workload.resource.name}"
+        if is_launcher(workload):
+            problems = launcher_problems(ctx, workload)
+            if problems:
+                out.append(
+                    Violation(
+                        f"{what} is labelled a JobSet launcher, so its own Jobs are not queued; the stack does not "
+                        "show it can only create queued JobSets: " + "; ".join(problems),
+                        workload.resource.urn,
+                    )
+                )
+            continue
         where = "spec.jobTemplate.metadata.labels" if workload.template.kind == "CronJob" else "metadata.labels"
         queues = local_queues(ctx, workload.namespace)
         queue = _job_labels(workload).get(QUEUE_NAME_LABEL)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import yaml
 from mlpolicy.model import Resource  # on sys.path through conftest.py, as in the pack process
 
 from mlplatform.capture import Capture
-from workloads.training_job import DistributedSteps, TrainingSpec
+from workloads.retrain_schedule import RetrainSpec, launcher_manifests
+from workloads.training_job import DistributedSteps, TrainingSpec, training_manifest
 
 ML_NS = "bookstore-ml"
 TYPES = {
@@ -171,6 +173,68 @@ def k8s_object(kind: str, name: str, namespace: str | None = ML_NS, **fields: An
     return Resource(TYPES[kind], name, props, urn(kind, name))
 
 
+LAUNCH_RULE = {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["create"]}
+
+
+def sa_subject(name: str, namespace: str = ML_NS) -> dict[str, str]:
+    return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+
+
+def binding(
+    name: str,
+    role: str,
+    *subjects: dict[str, str],
+    namespace: str | None = ML_NS,
+    role_kind: str = "Role",
+) -> Resource:
+    """A RoleBinding (a ClusterRoleBinding when ``namespace`` is None) of ``role`` to ``subjects``."""
+    kind = "RoleBinding" if namespace else "ClusterRoleBinding"
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role}
+    return k8s_object(kind, name, namespace, roleRef=role_ref, subjects=list(subjects))
+
+
+def launched_jobset_yaml(labels: dict[str, str] | None = None, namespace: str | None = None) -> str:
+    """The JobSet manifest a launcher creates, as the ConfigMap holds it (YAML, generateName)."""
+    manifest = dict(jobset(labels=labels if labels is not None else {"kueue.x-k8s.io/queue-name": "default"}).props)
+    metadata = {"generateName": "retrain-", "labels": manifest["metadata"]["labels"]}
+    if namespace:
+        metadata["namespace"] = namespace
+    return yaml.safe_dump({**manifest, "metadata": metadata})
+
+
+def launcher(
+    name: str = "retrain",
+    *,
+    rules: list[dict[str, Any]] | None = None,
+    jobset_yaml: str | None = None,
+    extra: tuple[Resource, ...] = (),
+) -> list[Resource]:
+    """A verified JobSet launcher by default: CronJob (labelled, token mounted, kubectl), its
+    ServiceAccount, a Role with only the launch rule, the RoleBinding, the ConfigMap with the JobSet."""
+    account = f"{name}-launcher"
+    kubectl = container("launch", image="registry.k8s.io/kubectl:v1.34.1")
+    kubectl["command"] = ["kubectl", "create", "-f", "/etc/launcher/jobset.yaml"]
+    kubectl["volumeMounts"] = [{"name": "manifest", "mountPath": "/etc/launcher", "readOnly": True}]
+    spec = pod_spec(
+        kubectl,
+        serviceAccountName=account,
+        automountServiceAccountToken=True,
+        volumes=[{"name": "manifest", "configMap": {"name": f"{name}-jobset"}}],
+    )
+    cronjob = workload("CronJob", name, spec=spec)
+    props = copy.deepcopy(dict(cronjob.props))
+    props["metadata"]["labels"] = {"mlplatform.io/launches": "JobSet"}
+    data = {"jobset.yaml": jobset_yaml if jobset_yaml is not None else launched_jobset_yaml()}
+    return [
+        Resource(cronjob.type, name, props, cronjob.urn),
+        k8s_object("ServiceAccount", account),
+        k8s_object("Role", account, rules=rules if rules is not None else [LAUNCH_RULE]),
+        binding(account, account, sa_subject(account)),
+        k8s_object("ConfigMap", f"{name}-jobset", data=data),
+        *extra,
+    ]
+
+
 def from_manifest(manifest: dict[str, Any], name: str | None = None) -> Resource:
     """A manifest from the program's pure builders as the engine would send it (type token from apiVersion)."""
     api, kind = manifest["apiVersion"], manifest["kind"]
@@ -190,3 +254,11 @@ def distributed_training(name: str = "bookstore-train", *, workers: int = 3, gpu
         workers=workers,
         steps=DistributedSteps(worker_args=["train"], finish_args=["merge"], prepare_args=["generate"]),
     )
+
+
+def programs_distributed_objects() -> list[Resource]:
+    """What the program renders for distributed training: the run's JobSet (workloads/training_job.py)
+    and a nightly retrain's launcher (workloads/retrain_schedule.py), as the engine would send them."""
+    run = training_manifest(distributed_training())
+    retrain = RetrainSpec(distributed_training("bookstore-retrain", workers=2, gpus=0))
+    return [from_manifest(run), *(from_manifest(m) for m in launcher_manifests(retrain))]

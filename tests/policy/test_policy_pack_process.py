@@ -18,7 +18,7 @@ from mlpolicy.rules import RULES
 from mlplatform.capture import REPO_ROOT, SECRET_SIG, Capture, CapturedResource
 from tests.stacks import EKS_FROM_HERE
 
-from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, service, workload
+from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, programs_distributed_objects, service, workload
 from .packproc import LEVELS, Diagnostic, PackProcess, capture_in_subprocess, pack_process
 
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's sentinel for an unknown string
@@ -57,6 +57,9 @@ def broken_resources() -> dict[str, Resource]:
         "pod-security-restricted": workload("Deployment", "broken-privileged", spec=pod_spec(privileged)),
         "kueue-queue-label": workload("Job", "broken-gpu-job", spec=gpu_spec),
         "image-pinned": workload("Deployment", "broken-unpinned", spec=pod_spec(container(image="python"))),
+        "ml-service-account-least-privilege": workload(
+            "Deployment", "broken-token", spec=pod_spec(container(), automountServiceAccountToken=True)
+        ),
     }
 
 
@@ -94,14 +97,34 @@ def test_broken_variant_reports_exactly_the_planted_violations(pack: PackProcess
     assert "containers[app].securityContext.privileged: set false" in by_policy["pod-security-restricted"]
     assert "add label kueue.x-k8s.io/queue-name: default" in by_policy["kueue-queue-label"]
     assert "'python' is not pinned; use a version tag" in by_policy["image-pinned"]
+    assert "gets a service account token" in by_policy["ml-service-account-least-privilege"]
+
+
+def test_distributed_training_and_its_launcher_pass(pack: PackProcess, dev: Capture) -> None:
+    """The program's JobSet and nightly launcher, in wire form (the launched JobSet as YAML in a ConfigMap)."""
+    distributed = [captured(r) for r in programs_distributed_objects()]
+    diagnostics = pack.analyze_all([*dev.resources, *distributed])
+    assert mandatory(diagnostics) == [], explain(diagnostics)
+    # ...and the launcher exemption is earned: its Role with one more verb fails both rules.
+    role = next(r for r in distributed if r.type.endswith(":Role"))
+    role.inputs["rules"][0]["verbs"].append("delete")
+    flagged = {d.policy for d in pack.analyze_all([*dev.resources, *distributed]) if d.level == "mandatory"}
+    assert flagged == {"kueue-queue-label", "ml-service-account-least-privilege"}
 
 
 def test_enforcement_levels_change_through_configure(pack: PackProcess, dev: Capture) -> None:
     planted = broken_resources()
-    pack.configure({"image-pinned": ("advisory", {}), "kueue-queue-label": ("disabled", {})})
+    pack.configure(
+        {
+            "image-pinned": ("advisory", {}),
+            "kueue-queue-label": ("disabled", {}),
+            "ml-service-account-least-privilege": ("advisory", {}),
+        }
+    )
     diagnostics = pack.analyze_all([*dev.resources, *map(captured, planted.values())])
     assert mandatory(diagnostics) == [("pod-security-restricted", planted["pod-security-restricted"].urn)]
     assert [d.level for d in diagnostics if d.policy == "image-pinned"] == ["advisory"]
+    assert [d.level for d in diagnostics if d.policy == "ml-service-account-least-privilege"] == ["advisory"]
     assert not [d for d in diagnostics if d.policy == "kueue-queue-label"]
 
 
