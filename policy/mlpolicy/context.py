@@ -20,6 +20,7 @@ from .pods import PodTemplate, pod_templates
 
 __all__ = [
     "ML_NAMESPACE_LABEL",
+    "NOT_KNOWN",
     "PSA_ENFORCE_LABEL",
     "NodePool",
     "StackContext",
@@ -31,6 +32,7 @@ __all__ = [
 ML_NAMESPACE_LABEL = "mlplatform.io/ml-namespace"
 PSA_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 KIND_CONFIG_ENV = "KIND_CONFIG"
+NOT_KNOWN: Any = object()  # what ``StackContext.value`` returns for a value known only after the update
 _EKS_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
 
 
@@ -170,10 +172,14 @@ class StackContext:
     namespace_urns: dict[str, str] = field(default_factory=dict)
     workloads: list[Workload] = field(default_factory=list)
     pools: list[NodePool] = field(default_factory=list)
+    # What reading a value unknown during preview raises (the SDK's UnknownValueError: pack.py
+    # passes it in, so rules stay SDK-free); ``value`` records each such error in ``pending``.
+    unknown_errors: tuple[type[Exception], ...] = ()
+    pending: list[Exception] = field(default_factory=list)
 
     @classmethod
-    def of(cls, resources: Sequence[Resource]) -> StackContext:
-        ctx = cls(resources)
+    def of(cls, resources: Sequence[Resource], unknown_errors: tuple[type[Exception], ...] = ()) -> StackContext:
+        ctx = cls(resources, unknown_errors=unknown_errors)
         for resource in resources:
             group_kind = k8s_kind(resource.type)
             if group_kind == ("", "Namespace"):
@@ -193,6 +199,15 @@ class StackContext:
 
     def labels(self, namespace: str) -> Mapping[str, Any]:
         return self.namespaces.get(namespace, {})
+
+    def value(self, mapping: Mapping[str, Any], key: str) -> Any:
+        """``mapping.get(key)``, or ``NOT_KNOWN`` (the error kept in ``pending``) when the engine knows it
+        only after the update: a rule can judge everything else and skip just what depends on it."""
+        try:
+            return mapping.get(key)
+        except self.unknown_errors as err:
+            self.pending.append(err)
+            return NOT_KNOWN
 
     @property
     def ml_namespaces(self) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .context import StackContext, Workload
+from .context import NOT_KNOWN, StackContext, Workload
 from .kueue import QUEUE_NAME_LABEL, local_queues, queue_label_fix
 from .model import Resource, Violation, as_list, as_map, get_path
 from .pods import JOBSET, containers
@@ -147,10 +147,12 @@ def _jobset_documents(text: Any) -> list[Mapping[str, Any]]:
     return [d for d in map(as_map, documents) if d.get("kind") == JOBSET[1]]
 
 
-def launched_jobsets(ctx: StackContext, workload: Workload) -> tuple[list[LaunchedJobSet], list[str]]:
-    """The JobSet manifests in the ConfigMaps the launcher's pod mounts, and what could not be read."""
+def launched_jobsets(ctx: StackContext, workload: Workload) -> tuple[list[LaunchedJobSet], list[str]] | None:
+    """The JobSet manifests in the ConfigMaps the launcher's pod mounts, and what could not be read;
+    None while a mounted ConfigMap's data is known only after the update (then ``ctx.pending`` says so)."""
     found: list[LaunchedJobSet] = []
     problems: list[str] = []
+    known = True
     for name, keys in _mounted_configmaps(workload.template.spec):
         configmaps = ctx.of_kind("", "ConfigMap", workload.namespace)
         configmap = next((c for c in configmaps if get_path(c.props, "metadata", "name") == name), None)
@@ -160,10 +162,15 @@ def launched_jobsets(ctx: StackContext, workload: Workload) -> tuple[list[Launch
                 "JobSet it launches cannot be checked: create that ConfigMap in this stack"
             )
             continue
-        data = as_map(configmap.props.get("data"))
-        for key in keys if keys is not None else list(data):
-            found += [LaunchedJobSet(configmap, key, doc) for doc in _jobset_documents(data.get(key))]
-    return found, problems
+        data = ctx.value(configmap.props, "data")
+        if data is NOT_KNOWN:
+            known = False
+            continue
+        for key in keys if keys is not None else list(as_map(data)):
+            text = ctx.value(as_map(data), key)
+            known = known and text is not NOT_KNOWN
+            found += [LaunchedJobSet(configmap, key, doc) for doc in _jobset_documents(text)]
+    return (found, problems) if known else None
 
 
 def launched_problems(ctx: StackContext, workload: Workload) -> list[str]:
@@ -171,7 +178,10 @@ def launched_problems(ctx: StackContext, workload: Workload) -> list[str]:
     launches = as_map(get_path(workload.resource.props, "metadata", "labels")).get(LAUNCHES_LABEL)
     if launches != JOBSET[1]:
         return [f"label {LAUNCHES_LABEL}: {launches!r} is not supported: only JobSet launchers are"]
-    jobsets, problems = launched_jobsets(ctx, workload)
+    found = launched_jobsets(ctx, workload)
+    if found is None:
+        return []  # judged once the manifest is known (at `pulumi up`); the pack notes it as pending
+    jobsets, problems = found
     if not jobsets and not problems:
         problems.append(
             "no ConfigMap its pod mounts holds a JobSet manifest: mount the ConfigMap with the JobSet it creates"

@@ -20,9 +20,10 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 from .model import Resource
-from .rules import MANDATORY, RULES, Rule, run_resource_rule, run_stack_rule
+from .rules import MANDATORY, RULES, Rule, check_stack, run_resource_rule
 
 __all__ = ["PACK_NAME", "build_pack", "policies"]
 
@@ -50,8 +51,13 @@ def _stack_policy(r: Rule) -> StackValidationPolicy:
         resources = [
             Resource(p.resource_type, p.name, p.props, p.urn, p.parent.urn if p.parent else "") for p in args.resources
         ]
-        for violation in run_stack_rule(r, resources, args.get_config()):
+        violations, pending = check_stack(r, resources, args.get_config(), unknown_errors=(UnknownValueError,))
+        for violation in violations:
             report_violation(violation.message, violation.urn or None)
+        if pending:
+            # Everything known is judged and reported; the SDK adds its advisory "can't run ... during
+            # preview" naming the value, instead of a silent pass for the part that waited on it.
+            raise pending[0]
 
     return StackValidationPolicy(
         r.name, r.description, validate, _LEVELS.get(r.level, EnforcementLevel.ADVISORY), _schema(r)

@@ -29,7 +29,7 @@ from .stackrules import (
     readiness_violations,
 )
 
-__all__ = ["ADVISORY", "MANDATORY", "RULES", "Rule", "rule", "run_resource_rule", "run_stack_rule"]
+__all__ = ["ADVISORY", "MANDATORY", "RULES", "Rule", "check_stack", "rule", "run_resource_rule", "run_stack_rule"]
 
 MANDATORY, ADVISORY = "mandatory", "advisory"
 ResourceCheck = Callable[[Resource, Mapping[str, Any]], list[Violation]]
@@ -224,6 +224,19 @@ def one_per_resource(violations: Sequence[Violation]) -> list[Violation]:
     return [merged[v] if isinstance(v, str) else v for v in out]
 
 
-def run_stack_rule(r: Rule, resources: Sequence[Resource], config: Mapping[str, Any] | None = None) -> list[Violation]:
+def check_stack(
+    r: Rule,
+    resources: Sequence[Resource],
+    config: Mapping[str, Any] | None = None,
+    *,
+    unknown_errors: tuple[type[Exception], ...] = (),
+) -> tuple[list[Violation], list[Exception]]:
+    """The rule's violations, and the ``unknown_errors`` it met on values known only after the update
+    (it judged everything else; see ``StackContext.value``)."""
     assert r.stack_check is not None, f"{r.name} is a resource rule"
-    return one_per_resource(r.stack_check(StackContext.of(resources), r.settings(config)))
+    ctx = StackContext.of(resources, unknown_errors)
+    return one_per_resource(r.stack_check(ctx, r.settings(config))), ctx.pending
+
+
+def run_stack_rule(r: Rule, resources: Sequence[Resource], config: Mapping[str, Any] | None = None) -> list[Violation]:
+    return check_stack(r, resources, config)[0]

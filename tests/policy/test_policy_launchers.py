@@ -9,11 +9,12 @@ that gives an ML namespace's service account more than that.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from mlpolicy.model import Resource
-from mlpolicy.rules import rule, run_stack_rule
+from mlpolicy.rules import check_stack, rule, run_stack_rule
 
 from mlplatform.capture import Capture
 
@@ -139,6 +140,46 @@ def test_only_the_keys_a_configmap_volume_projects_are_read(base: list[Resource]
     volume["configMap"]["items"] = [{"key": "other.yaml", "path": "jobset.yaml"}]
     [message] = messages(QUEUE, [*base, Resource(stack[0].type, "retrain", cronjob, stack[0].urn), *stack[1:]])
     assert "no ConfigMap its pod mounts holds a JobSet manifest" in message
+
+
+class NotKnownYetError(Exception):
+    """Stands in for the SDK's UnknownValueError."""
+
+
+class UnknownValues(Mapping[str, Any]):
+    """A props mapping like the SDK's proxy: reading a value known only after the update raises."""
+
+    def __init__(self, known: Mapping[str, Any], unknown: str) -> None:
+        self.known, self.unknown = dict(known), unknown
+
+    def __getitem__(self, key: str) -> Any:
+        if key == self.unknown:
+            raise NotKnownYetError(key)
+        return self.known[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.known, self.unknown])
+
+    def __len__(self) -> int:
+        return len(self.known) + 1
+
+
+@pytest.mark.parametrize("unknown", ["data", "jobset.yaml"])
+def test_launched_manifest_unknown_during_preview_is_pending_not_a_verdict(base: list[Resource], unknown: str) -> None:
+    """The launched JobSet embeds the built image, so in a preview its ConfigMap may be unknown: that
+    launcher's manifest check waits, while everything known is still judged."""
+    *objects, configmap = launcher(rules=[{**LAUNCH_RULE, "verbs": ["create", "get"]}])
+    known = {k: v for k, v in configmap.props.items() if k != "data"}
+    props = UnknownValues(known, "data") if unknown == "data" else {**known, "data": UnknownValues({}, unknown)}
+    pending_configmap = Resource(configmap.type, configmap.name, props, configmap.urn)
+    unqueued = workload("Job", "unqueued")
+    stack = [*base, *objects, pending_configmap, unqueued]
+    violations, pending = check_stack(rule(QUEUE), stack, unknown_errors=(NotKnownYetError,))
+    assert [type(e) for e in pending] == [NotKnownYetError]
+    by_urn = {v.urn: v.message for v in violations}
+    assert set(by_urn) == {objects[0].urn, unqueued.urn}  # the launcher's rights and the plain Job: judged
+    assert "also grants get jobsets" in by_urn[objects[0].urn]
+    assert "ConfigMap" not in by_urn[objects[0].urn]  # nothing claimed about the manifest it could not read
 
 
 def test_launcher_mounting_a_configmap_the_stack_does_not_create(base: list[Resource]) -> None:

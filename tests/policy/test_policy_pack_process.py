@@ -112,6 +112,21 @@ def test_distributed_training_and_its_launcher_pass(pack: PackProcess, dev: Capt
     assert flagged == {"kueue-queue-label", "ml-service-account-least-privilege"}
 
 
+def test_a_launched_manifest_unknown_during_preview_leaves_the_rest_of_the_rule_running(
+    pack: PackProcess, dev: Capture
+) -> None:
+    """In a preview the launcher's ConfigMap (it embeds the built image) may be unknown: the rule still
+    flags a plain unqueued Job, and notes the launcher as not checkable yet instead of passing silently."""
+    distributed = [captured(r) for r in programs_distributed_objects()]
+    configmap = next(r for r in distributed if r.type.endswith(":ConfigMap"))
+    configmap.inputs["data"] = {"jobset.yaml": UNKNOWN_STRING}
+    unqueued = captured(workload("Job", "unqueued"))
+    diagnostics = pack.analyze_all([*dev.resources, *distributed, unqueued])
+    assert mandatory(diagnostics) == [("kueue-queue-label", unqueued.urn)], explain(diagnostics)
+    [note] = [d for d in diagnostics if d.policy == "kueue-queue-label" and d.level == "advisory"]
+    assert "during preview" in note.message and "jobset.yaml" in note.message
+
+
 def test_enforcement_levels_change_through_configure(pack: PackProcess, dev: Capture) -> None:
     planted = broken_resources()
     pack.configure(
