@@ -72,6 +72,7 @@ def owned_fields(objects: list[dict[str, Any]]) -> list[Owned]:
     every: Callable[[dict[str, Any]], bool] = lambda m: True  # noqa: E731
     return [
         Owned("queue-labelled Job", lambda m: m["kind"] == "Job" and _queued(m), "spec.suspend", "Kueue"),
+        Owned("queue-labelled JobSet", lambda m: m["kind"] == "JobSet" and _queued(m), "spec.suspend", "Kueue"),
         Owned(
             "CronJob of queued Jobs",
             lambda m: m["kind"] == "CronJob" and _queued(m["spec"]["jobTemplate"]),

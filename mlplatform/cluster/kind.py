@@ -17,6 +17,7 @@ import yaml
 from ..config import PlatformConfig
 from ..versions import KIND_NODE_IMAGE
 from .pools import GPU_RESOURCE, POOL_LABEL, NodePool, node_pools
+from .provisioning import NodeProvisioning
 
 __all__ = ["MODEL_STORE_NODE_PATH", "KindCluster", "kind_config"]
 
@@ -114,7 +115,8 @@ done
 
 
 def _node(role: str, pool: NodePool | None, mount: dict[str, str]) -> dict[str, Any]:
-    node: dict[str, Any] = {"role": role, "image": KIND_NODE_IMAGE, "extraMounts": [mount]}
+    # A copy per node: a shared dict would be dumped as YAML anchors, noise in every diff.
+    node: dict[str, Any] = {"role": role, "image": KIND_NODE_IMAGE, "extraMounts": [dict(mount)]}
     if pool is not None:
         node["labels"] = dict(pool.labels)
         if pool.taints:
@@ -198,6 +200,7 @@ class KindCluster(pulumi.ComponentResource):
         self.model_store_class: str | None = None  # static hostPath PV over MODEL_STORE_NODE_PATH
         self.image_repository: pulumi.Output[str] | None = None  # images go in with `kind load`
         self.image_push_environment: dict[str, str] = {}
+        self.node_provisioning: NodeProvisioning | None = None  # kind's nodes are the nodes there are
         self.gpus_need_device_plugin = not config.kind.simulate_gpus and config.kind.gpu_workers > 0
         if config.kind.simulate_gpus and config.kind.gpu_workers > 0:
             simulated = command.local.Command(
@@ -207,11 +210,13 @@ class KindCluster(pulumi.ComponentResource):
                 environment={
                     "KUBECONFIG_DATA": self.kubeconfig,
                     "GPU_SELECTOR": f"{POOL_LABEL}={self.gpu_pool.labels[POOL_LABEL]}",
-                    "GPUS": str(config.kind.gpus_per_worker),
+                    # What the device plugin would advertise: each GPU times the time-slicing
+                    # replicas, so Kueue's quota and the simulated capacity stay equal.
+                    "GPUS": str(self.gpu_pool.gpus_per_node),
                     "GPU_RESOURCE": GPU_RESOURCE,
                 },
                 # A new cluster (new identity) has no simulated capacity yet.
-                triggers=[self.identity, config.kind.gpus_per_worker],
+                triggers=[self.identity, self.gpu_pool.gpus_per_node],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
             )
             self.ready.append(simulated)
