@@ -10,7 +10,7 @@ the run's JobSet (queue label included) from a ConfigMap. The policy pack verifi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -90,6 +90,15 @@ def launched_jobset(training: TrainingSpec) -> dict[str, Any]:
     return manifest
 
 
+def launched_jobset_yaml(training: TrainingSpec) -> str | pulumi.Output[str]:
+    """``launched_jobset`` as the launcher reads it; an Output while the image is being built."""
+    if isinstance(training.image, str):
+        return yaml.safe_dump(launched_jobset(training), sort_keys=False)
+    return training.image.apply(
+        lambda image: yaml.safe_dump(launched_jobset(replace(training, image=image)), sort_keys=False)
+    )
+
+
 def launcher_manifests(spec: RetrainSpec) -> list[dict[str, Any]]:
     """More workers: the launcher's ServiceAccount, Role, RoleBinding, ConfigMap, NetworkPolicy and CronJob."""
     training = spec.training
@@ -147,7 +156,7 @@ def launcher_manifests(spec: RetrainSpec) -> list[dict[str, Any]]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": name, **meta},
-            "data": {_TEMPLATE_KEY: yaml.safe_dump(launched_jobset(training), sort_keys=False)},
+            "data": {_TEMPLATE_KEY: launched_jobset_yaml(training)},
         },
         {
             "apiVersion": "networking.k8s.io/v1",
