@@ -10,6 +10,11 @@ entries are passed back to row j and merged into its running top-K. Before mergi
 compared with row j's current K-th score, a lower bound of its final one, so almost all are
 dropped in one vectorised pass; ties with the bound are kept, so the result stays exact,
 ties included (lower book index first).
+
+The same staircase computes one shard of a distributed fit (`rows=(a, b)`, see
+`top_k_neighbours` and `recommender.shards`): a shard's books go through it over their own
+columns only, and the pairs with earlier shards' books are computed from the earlier books'
+side, which hands back to the shard's fewer rows.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import partial
 from itertools import pairwise
 
 import numpy as np
@@ -88,50 +95,111 @@ def _merge(idx: np.ndarray, val: np.ndarray, handed: list[tuple[np.ndarray, np.n
     idx[targets], val[targets] = csr_topk(m, idx.shape[1])
 
 
+def _segments(blocks: list[tuple[int, int]], threads: int) -> list[list[tuple[int, int]]]:
+    """Blocks between merges: one wave of `threads` blocks, then doubling runs of waves.
+
+    In a shard's phase 2 the receiving rows start with bounds from their own columns only;
+    merging early and then ever less often tightens them quickly, so little is handed back,
+    for a few more barriers (log2 of the block count).
+    """
+    out, start, waves = [], 0, 1
+    while start < len(blocks):
+        stop = start + waves * max(1, threads)
+        out.append(blocks[start:stop])
+        start, waves = stop, waves * 2
+    return out
+
+
 def top_k_neighbours(
-    w: sp.csc_matrix, k: int, *, threads: int = 2, progress: ProgressFn | None = None
+    w: sp.csc_matrix,
+    k: int,
+    *,
+    threads: int = 2,
+    progress: ProgressFn | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns of WᵀW per book, excluding the book itself: (indices int32, scores float32)."""
+    """Top-k columns of WᵀW per book, excluding the book itself: (indices int32, scores float32).
+
+    `rows=(a, b)` computes one shard of the books and returns rows [0, b):
+    - rows [a, b), the shard's own books: their top-k over columns [a, b), from the
+      superblock staircase over that square (phase 1) plus what phase 2 hands back, so in
+      the end over columns [0, b);
+    - rows [0, a), earlier shards' books: the exact top-k of their entries in columns [a, b),
+      computed as rows of Wᵀ[:a] W[:, a:b] (phase 2). That block is the same product as the
+      shard's own rows against columns [0, a), seen the other way round, so the side with
+      fewer rows (the shard's own) is the one that receives hand-backs.
+    The top-k of the union of every shard's list for a row is its exact answer (see
+    `recommender.shards`); rows=(0, n) is the whole single-process fit.
+    """
     n = w.shape[1]
+    a, b = (0, n) if rows is None else rows
+    if not 0 <= a <= b <= n:
+        raise ValueError(f"rows {rows} outside 0..{n}")
+    idx = np.full((b, k), -1, dtype=np.int32)
+    val = np.zeros((b, k), dtype=np.float32)
+    if b == a:
+        return idx, val
     wt = w.T.tocsr()  # books x customers (reinterprets the CSC arrays)
-    wr = w.tocsr()  # customers x books, column indices sorted
+    wr_ab = w[:, a:b].tocsr()  # customers x the shard's books, column indices sorted
     bin_t = sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
-    idx = np.full((n, k), -1, dtype=np.int32)
-    val = np.zeros((n, k), dtype=np.float32)
-    cuts = np.linspace(0, n, min(SUPERBLOCKS, max(n, 1)) + 1).astype(int)
+    cuts = np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int)
     plans = [(int(s0), int(e)) for s0, e in pairwise(cuts) if e > s0]
-    total = len(plans)
-    # Entries handed back to rows of earlier superblocks: (row, col, value) arrays.
+    total = len(plans) + (a > 0)
+    # Entries handed back to rows that another block computes: (row, col, value) arrays.
     handed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
+    tiny = np.float32(np.finfo(np.float32).tiny)
 
-    def run(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
-        a, b = block
-        prod = block_product(wt[a:b], wr_e, int(np.ceil(work[a - s0 : b - s0].sum())))
-        idx[a:b], val[a:b] = csr_topk(prod, k, exclude_col_offset=a)
-        if s0 == 0:
-            return
-        # Columns of earlier superblocks: S[i, j] = S[j, i] belongs to row j as well. Row j's
-        # own K-th score so far bounds its final one from below: anything lower never gets in.
+    def hand_back(prod: sp.csr_matrix, lo: int, targets: slice) -> None:
+        """Entries of block rows lo.. whose column (offset by a) is a row in `targets`: S[i, j]
+        = S[j, i] belongs to row j too. Row j's K-th score so far bounds its final one from
+        below, so anything lower never gets in (ties pass: the result stays exact)."""
         cols, vals = prod.indices, prod.data
-        bound = np.full(n, np.inf, dtype=np.float32)  # columns not handed back never pass
-        bound[:s0] = np.where(idx[:s0, k - 1] >= 0, val[:s0, k - 1], np.float32(np.finfo(np.float32).tiny))
+        bound = np.full(prod.shape[1], np.inf, dtype=np.float32)  # columns not handed back never pass
+        kth = idx[targets, k - 1]
+        bound[targets.start - a : targets.stop - a] = np.where(kth >= 0, val[targets, k - 1], tiny)
         send = np.flatnonzero(vals >= bound[cols])
-        rows = np.searchsorted(prod.indptr, send, side="right").astype(np.int32) - 1 + a
+        rows_ = np.searchsorted(prod.indptr, send, side="right").astype(np.int32) - 1 + lo
         with lock:
-            handed.append((cols[send], rows, vals[send]))
+            handed.append((cols[send] + np.int32(a), rows_, vals[send]))
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for done, (s0, e) in enumerate(plans, start=1):
-            wr_e = wr[:, :e]  # columns before the superblock's end (sorted indices: a prefix per row)
-            user_deg = np.diff(wr_e.indptr).astype(np.float32)
-            work = np.asarray(bin_t[s0:e] @ user_deg, dtype=np.float64)  # >= each row's non-zeros
-            blocks = _split(work, s0, e, BLOCK_WORK)
-            list(pool.map(lambda blk, s0=s0, wr_e=wr_e, work=work: run(s0, wr_e, work, blk), blocks))
-            # At the barrier (workers idle): fold what was handed back into the earlier rows, which
-            # also raises their K-th scores, so later superblocks hand back less.
+    def store(lo: int, hi: int, found: tuple[np.ndarray, np.ndarray]) -> None:
+        i, v = found
+        idx[lo:hi], val[lo:hi] = (np.where(i >= 0, i + np.int32(a), -1) if a else i), v
+
+    def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
+        lo, hi = block  # phase 1: rows of the shard against its columns [a, e)
+        prod = block_product(wt[lo:hi], wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())))
+        store(lo, hi, csr_topk(prod, k, exclude_col_offset=lo - a))
+        if s0 > a:
+            hand_back(prod, lo, slice(a, s0))
+
+    def foreign(wr_ab: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
+        lo, hi = block  # phase 2: earlier shards' rows against the shard's columns [a, b)
+        prod = block_product(wt[lo:hi], wr_ab, int(np.ceil(work[lo:hi].sum())))
+        store(lo, hi, csr_topk(prod, k))
+        hand_back(prod, lo, slice(a, b))
+
+    def run_blocks(fn: Callable[[tuple[int, int]], None], blocks: list[tuple[int, int]], often: bool) -> None:
+        for segment in _segments(blocks, threads) if often else [blocks]:
+            list(pool.map(fn, segment) if pool else map(fn, segment))
+            # At the barrier (workers idle): fold what was handed back into its rows, which also
+            # raises their K-th scores, so later blocks hand back less.
             _merge(idx, val, handed)
             handed.clear()
+
+    # One thread runs inline: a worker pod given one CPU pays no thread hand-offs.
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        for done, (s0, e) in enumerate(plans, start=1):
+            wr_e = wr_ab[:, : e - a]  # the shard's columns before the superblock's end
+            user_deg = np.diff(wr_e.indptr).astype(np.float32)
+            work = np.asarray(bin_t[s0:e] @ user_deg, dtype=np.float64)  # >= each row's non-zeros
+            run_blocks(partial(own, s0, wr_e, work), _split(work, s0, e, BLOCK_WORK), False)
             if progress:
                 progress(done, total)
+        if a:
+            work = np.asarray(bin_t[:a] @ np.diff(wr_ab.indptr).astype(np.float32), dtype=np.float64)
+            run_blocks(partial(foreign, wr_ab, work), _split(work, 0, a, BLOCK_WORK), True)
+            if progress:
+                progress(total, total)
     return idx, val

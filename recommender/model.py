@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.errors import InputError
+from recommender.files import write_npz
 from recommender.knn_fit import top_k_neighbours
 from recommender.topk import csr_topk
 
@@ -92,12 +93,17 @@ class ItemKNN:
 
     # -- training -------------------------------------------------------------------------
 
-    def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
-        """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""
+    def weights(self, user_items: sp.spmatrix) -> sp.csc_matrix:
+        """Customer x book weights whose column dot products are the similarity (any non-zero
+        counts as one purchase). Shards call this too, so every shard weighs alike."""
         x = sp.csr_matrix(user_items, dtype=np.float32)
         x.sum_duplicates()
         x.data[:] = 1.0
-        w = _weight(x, self.similarity, self.bm25_k1, self.bm25_b)
+        return _weight(x, self.similarity, self.bm25_k1, self.bm25_b)
+
+    def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
+        """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""
+        w = self.weights(user_items)
         self.popularity = np.diff(w.indptr).astype(np.int64)  # w is CSC: buyers per book
         self.neighbours, self.scores = top_k_neighbours(w, self.K, threads=self.num_threads, progress=progress)
         self._sim = None
@@ -185,7 +191,7 @@ class ItemKNN:
         path = directory / MODEL_FILE
         params = np.array([self.K, self.bm25_k1, self.bm25_b], dtype=np.float64)
         arrays = {**self.arrays(), "params": params, "similarity": np.array(self.similarity), **(extra or {})}
-        np.savez(path, allow_pickle=False, **arrays)
+        write_npz(path, arrays)
         return path
 
     @classmethod
