@@ -2,6 +2,12 @@
 
 Any CSV with a header holding `customer_id` and `book_id` (ids are strings) and optionally
 `ordered_at` (ISO 8601) is accepted, not only generated ones.
+
+Parsing a large CSV costs far more than training on it (5.6M orders: ~15 s against a ~4 s
+fit), and in a distributed run every worker reads the same files. `load_interactions`
+therefore keeps the parsed arrays next to the CSV, in `.recommender-cache/`, under the SHA-256
+of the CSV bytes: a changed file never meets a stale cache. `generate` writes that cache
+directly, so workers of a generated data set never parse at all.
 """
 
 from __future__ import annotations
@@ -9,15 +15,38 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.errors import InputError
+from recommender.files import write_npz
+from recommender.hashing import canonical_json, sha256_bytes, sha256_file
 
-__all__ = ["Interactions", "read_catalog_ids", "read_orders"]
+__all__ = ["DataIdentity", "Interactions", "load_interactions", "read_catalog_ids", "read_orders", "write_cache"]
 
 REQUIRED = ("customer_id", "book_id")
+CACHE_DIR = ".recommender-cache"
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """The content of the input files: what a model, a shard and the parse cache are keyed by."""
+
+    orders_sha256: str
+    catalog_sha256: str | None
+
+    @classmethod
+    def of(cls, orders: Path, catalog: Path | None = None) -> DataIdentity:
+        for path, flag in ((orders, "--orders"), (catalog, "--catalog")):
+            if path is not None and not path.is_file():
+                raise InputError(f"{flag}: file not found: {path} (pass an existing CSV)")
+        return cls(sha256_file(orders), sha256_file(catalog) if catalog is not None else None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"orders_sha256": self.orders_sha256, "catalog_sha256": self.catalog_sha256}
 
 
 @dataclass(frozen=True)
@@ -128,3 +157,52 @@ def read_orders(path: Path, catalog: Path | None = None) -> Interactions:
     items = np.searchsorted(item_ids, books)
     times = _parse_times(cols["ordered_at"], path) if "ordered_at" in cols else None
     return Interactions(user_ids, item_ids, users.astype(np.int64), items.astype(np.int64), times)
+
+
+def _cache_path(orders: Path, identity: DataIdentity) -> Path:
+    key = sha256_bytes(canonical_json({"format": CACHE_FORMAT, **identity.as_dict()}))
+    return orders.parent / CACHE_DIR / f"interactions-{key[:32]}.npz"
+
+
+def write_cache(orders: Path, identity: DataIdentity, data: Interactions) -> None:
+    """Keep parsed orders for the next reader; best effort (a read-only directory only costs time)."""
+    path = _cache_path(orders, identity)
+    times = data.ordered_at
+    arrays = {
+        "user_ids": data.user_ids, "item_ids": data.item_ids, "users": data.users, "items": data.items,
+        "ordered_at": np.zeros(0, dtype=np.int64) if times is None else times.astype(np.int64),
+        "has_times": np.array(times is not None),
+    }  # fmt: skip
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_npz(path, arrays)
+    except OSError:
+        pass
+
+
+def _read_cache(path: Path) -> Interactions | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            a = {k: npz[k] for k in npz.files}
+        times = a["ordered_at"].astype("datetime64[s]") if bool(a["has_times"]) else None
+        data = Interactions(a["user_ids"], a["item_ids"], a["users"], a["items"], times)
+    except Exception:  # missing, damaged or from another layout: parse the CSV instead
+        return None
+    n = data.users.shape
+    if data.items.shape != n or (times is not None and times.shape != n) or data.users.dtype != np.int64:
+        return None
+    if n[0] and (data.users.max() >= data.n_users or data.items.max() >= data.n_items):
+        return None
+    return data
+
+
+def load_interactions(orders: Path, catalog: Path | None = None, identity: DataIdentity | None = None) -> Interactions:
+    """`read_orders` through the parse cache (see the module docstring)."""
+    identity = identity or DataIdentity.of(orders, catalog)
+    path = _cache_path(orders, identity)
+    cached = _read_cache(path) if path.is_file() else None
+    if cached is not None:
+        return cached
+    data = read_orders(orders, catalog)
+    write_cache(orders, identity, data)
+    return data

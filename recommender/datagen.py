@@ -11,13 +11,16 @@ Everything is vectorised numpy so a million orders take seconds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from recommender.data import DataIdentity, Interactions, write_cache
 from recommender.errors import InputError
+from recommender.files import write_atomic
 from recommender.hashing import sha256_file
 
 __all__ = ["GENRES", "DatasetSpec", "generate", "generate_arrays"]
@@ -147,7 +150,7 @@ def _write_catalog(path: Path, cat: dict[str, np.ndarray], rng: np.random.Genera
     first = rng.integers(0, len(_FIRST), int(cat["author"].max()) + 1)
     last = rng.integers(0, len(_LAST), int(cat["author"].max()) + 1)
     adj, noun = rng.integers(0, len(_ADJ), n), rng.integers(0, len(_NOUN), n)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with io.StringIO(newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["book_id", "title", "author", "genre", "series", "price"])
         for i in range(n):
@@ -160,6 +163,7 @@ def _write_catalog(path: Path, cat: dict[str, np.ndarray], rng: np.random.Genera
                 title += f" ({series} #{int(cat['volume'][i]) + 1})"
             genre = GENRES[int(cat["genre"][i])]
             writer.writerow([_book_id(i), title, author, genre, series, f"{cat['price'][i]:.2f}"])
+        write_atomic(path, fh.getvalue().encode("utf-8"))
 
 
 def _book_id(i: int) -> str:
@@ -172,10 +176,7 @@ def _write_orders(path: Path, customer: np.ndarray, book: np.ndarray, seconds: n
         f"o{i:08d},c{c:07d},b{b:06d},{t}Z"
         for i, (c, b, t) in enumerate(zip(customer.tolist(), book.tolist(), stamps.tolist(), strict=True))
     ]
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write("order_id,customer_id,book_id,ordered_at\n")
-        fh.write("\n".join(lines))
-        fh.write("\n")
+    write_atomic(path, ("order_id,customer_id,book_id,ordered_at\n" + "\n".join(lines) + "\n").encode())
 
 
 def generate_arrays(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,19 +186,44 @@ def generate_arrays(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return _orders(spec, _catalog(spec, rng), rng)
 
 
+def _sorted_ids(codes: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids in string order, each code's position among them): what parsing the CSV gives."""
+    ids = np.array([fmt.format(int(c)) for c in codes])
+    order = np.argsort(ids, kind="stable")
+    position = np.empty(codes.size, dtype=np.int64)
+    position[order] = np.arange(codes.size)
+    return ids[order], position
+
+
+def _interactions(customer: np.ndarray, book: np.ndarray, seconds: np.ndarray, books: int) -> Interactions:
+    """The orders as `read_orders` would parse them from the files, without parsing them."""
+    present, users = np.unique(customer, return_inverse=True)
+    user_ids, user_pos = _sorted_ids(present, "c{:07d}")
+    item_ids, item_pos = _sorted_ids(np.arange(books), "b{:06d}")  # the catalogue has every book
+    times = _EPOCH + seconds.astype("timedelta64[s]")
+    return Interactions(user_ids, item_ids, user_pos[users], item_pos[book], times)
+
+
 def generate(spec: DatasetSpec, out_dir: Path) -> dict[str, object]:
-    """Write catalog.csv, orders.csv and manifest.json into `out_dir`; return the manifest."""
+    """Write catalog.csv, orders.csv and manifest.json into `out_dir`; return the manifest.
+
+    Each file appears whole (written aside, then renamed), so a reader never sees half of
+    one, and a rerun rewrites the same bytes. The parsed orders go to the parse cache too.
+    """
     spec.validate()
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     cat = _catalog(spec, rng)
     customer, book, seconds = _orders(spec, cat, rng)
-    _write_catalog(out_dir / "catalog.csv", cat, rng)
-    _write_orders(out_dir / "orders.csv", customer, book, seconds)
+    orders, catalog = out_dir / "orders.csv", out_dir / "catalog.csv"
+    _write_catalog(catalog, cat, rng)
+    _write_orders(orders, customer, book, seconds)
+    identity = DataIdentity(sha256_file(orders), sha256_file(catalog))
+    write_cache(orders, identity, _interactions(customer, book, seconds, spec.books))
     manifest: dict[str, object] = {
         "spec": asdict(spec),
         "rows": {"catalog.csv": spec.books, "orders.csv": spec.orders},
-        "sha256": {name: sha256_file(out_dir / name) for name in ("catalog.csv", "orders.csv")},
+        "sha256": {"catalog.csv": identity.catalog_sha256, "orders.csv": identity.orders_sha256},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest

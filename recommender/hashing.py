@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["canonical_json", "content_digest", "sha256_file"]
+__all__ = ["canonical_json", "content_digest", "sha256_bytes", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -21,6 +21,10 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: Any) -> bytes:
