@@ -28,6 +28,7 @@ __all__ = [
     "container_run",
     "docker_args",
     "find_workload",
+    "identity_args",
     "run_as_non_root_error",
 ]
 
@@ -308,6 +309,17 @@ def run_as_non_root_error(run: ContainerRun, image_user: str) -> str | None:
     return "runAsNonRoot, but the image's USER is 0" if int(user) == 0 else None
 
 
+def identity_args(run: ContainerRun) -> list[str]:
+    """`docker run` arguments for the container's user, primary group and supplementary groups."""
+    argv = []
+    if run.run_as_user is not None:
+        user = str(run.run_as_user) + (f":{run.run_as_group}" if run.run_as_group is not None else "")
+        argv += ["--user", user]
+    for group in run.groups:
+        argv += ["--group-add", str(group)]
+    return argv
+
+
 def docker_args(
     run: ContainerRun,
     *,
@@ -318,12 +330,7 @@ def docker_args(
 ) -> list[str]:
     """`docker run` arguments reproducing the container; ``host_paths`` maps each volume name to
     its host directory (emptyDirs of medium Memory become a tmpfs instead)."""
-    argv = ["run", "--name", name, "--pull", "never", "--network", run.network]
-    if run.run_as_user is not None:
-        user = str(run.run_as_user) + (f":{run.run_as_group}" if run.run_as_group is not None else "")
-        argv += ["--user", user]
-    for group in run.groups:
-        argv += ["--group-add", str(group)]
+    argv = ["run", "--name", name, "--pull", "never", "--network", run.network, *identity_args(run)]
     if run.read_only_root:
         argv.append("--read-only")
     for cap in run.cap_drop:
