@@ -17,6 +17,7 @@ from recommender.contract import (
     DEFAULT_PORT,
     ENV_MODEL,
     ENV_REGISTRY,
+    ENV_SHARD_INDEX,
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
@@ -55,6 +56,35 @@ def _port(text: str) -> int:
     return value
 
 
+_SIMILARITIES = ("cosine", "bm25", "tfidf")  # recommender.model.SIMILARITIES, without importing numpy
+
+
+def _similarity_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in _SIMILARITIES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(_SIMILARITIES)}, got {text!r}")
+    return values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    values = tuple(_positive_int(v.strip()) for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1, got {text!r}")
+    return values
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    head, sep, tail = text.partition("/")
+    try:
+        index, count = int(head), int(tail)
+    except ValueError:
+        index = count = -1
+    if not sep or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4, the first of 4), got {text!r}")
+    return index, count
+
+
 def _registry_args(p: argparse.ArgumentParser, *, alias: bool = True) -> None:
     p.add_argument("--registry", type=Path, default=os.environ.get(ENV_REGISTRY),
                    help=f"registry root directory (default: ${ENV_REGISTRY})")
@@ -64,11 +94,36 @@ def _registry_args(p: argparse.ArgumentParser, *, alias: bool = True) -> None:
         p.add_argument("--alias", default=DEFAULT_ALIAS, help="alias name (default: %(default)s)")
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=_positive_int, default=20, help="neighbours kept per book (default: %(default)s)")
-    p.add_argument("--similarity", choices=("cosine", "bm25", "tfidf"), default="cosine",
-                   help="co-occurrence weighting (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=2, help="training threads (default: %(default)s)")
+def _train_args(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    p.add_argument("--k", type=_positive_int, default=20,
+                   help="neighbours kept per book; with selection, the default candidate (default: %(default)s)")
+    p.add_argument("--similarity", choices=_SIMILARITIES, default="cosine",
+                   help="co-occurrence weighting; with selection, the default candidate (default: %(default)s)")
+    if threads:
+        p.add_argument("--threads", type=_positive_int, default=2, help="training threads (default: %(default)s)")
+
+
+def _select_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    g = p.add_argument_group("model selection (workers, merge and finish must be given the same values)")
+    g.add_argument("--candidates", type=_similarity_list,
+                   help="similarities compared on the validation split, with --similarity (default: cosine,bm25)")
+    g.add_argument("--k-grid", type=_int_list, help="neighbour counts compared, with --k (default: 10,20,40)")
+    g.add_argument("--no-select", action="store_true",
+                   help="no comparison: train and gate --similarity/--k only (no validation fits)")
+    if seed:
+        g.add_argument("--seed", type=int, help="seed of the random test/validation split of orders without"
+                       " timestamps (default: 0)")  # fmt: skip
+
+
+def _shard_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--shards-dir", type=Path, required=required,
+                   help="directory every worker and the final step share; shard files are named by content")
+    if not required:
+        p.add_argument("--shard", type=_shard_spec, metavar="I/N",
+                       help="compute shard I of N, zero-based (default: from --shards and $" + ENV_SHARD_INDEX + ")")
+    p.add_argument("--shards", type=_positive_int, required=required, metavar="N",
+                   help="number of shards" + ("" if required else f" (the index then comes from ${ENV_SHARD_INDEX},"
+                                              " which Kubernetes sets in each pod of an indexed Job)"))  # fmt: skip
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -92,11 +147,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     _spec_args(p)
 
-    p = sub.add_parser("train", help="fit the item-to-item model and write an artifact directory", epilog=_EPILOG)
+    p = sub.add_parser("train", help="fit the model into an artifact (--out), or one shard of it (--shards-dir)",
+                       epilog=_EPILOG)  # fmt: skip
     p.add_argument("--orders", type=Path, required=True, help="CSV with customer_id,book_id[,ordered_at]")
     p.add_argument("--catalog", type=Path, help="CSV with book_id (books never ordered are still known)")
-    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--out", type=Path, help="artifact directory to write (one process, --similarity/--k only)")
     _train_args(p)
+    _shard_args(p, required=False)
+    _select_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    p = sub.add_parser("merge", help="combine the N shards into the artifact `train --out` writes", epilog=_EPILOG)
+    p.add_argument("--orders", type=Path, required=True, help="the orders the workers read")
+    p.add_argument("--catalog", type=Path, help="the catalogue the workers read")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    _shard_args(p, required=True)
+    _train_args(p, threads=False)
+    _select_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    p = sub.add_parser("finish", help="merge shards -> select on validation -> evaluate (gate) -> register -> promote",
+                       epilog=_EPILOG)  # fmt: skip
+    p.add_argument("--orders", type=Path, required=True, help="the orders the workers read")
+    p.add_argument("--catalog", type=Path, help="the catalogue the workers read")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write before registering")
+    _shard_args(p, required=True)
+    _registry_args(p)
+    _train_args(p, threads=False)
+    _select_args(p)
+    p.add_argument("--top-n", type=_positive_int, default=10, help="cut-off of the metrics (default: %(default)s)")
+    p.add_argument("--min-lift", type=float, default=0.1, help="evaluation gate (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     p = sub.add_parser("evaluate", help="leave-last-out HR/NDCG/Recall vs popularity; --min-lift gate",
@@ -135,14 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="larger request bodies get 413 (default: %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request as JSON (slower)")
 
-    p = sub.add_parser("pipeline", help="generate -> train -> evaluate (gate) -> register -> promote",
+    p = sub.add_parser("pipeline", help="generate -> train -> select -> evaluate (gate) -> register -> promote",
                        epilog=_EPILOG)
     p.add_argument("--workdir", type=Path, required=True, help="scratch for data and the artifact")
     _registry_args(p)
     _spec_args(p)
     _train_args(p)
+    _select_args(p, seed=False)
     p.add_argument("--top-n", type=_positive_int, default=10)
     p.add_argument("--min-lift", type=float, default=0.1, help="evaluation gate (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
 
@@ -151,6 +233,75 @@ def _require(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name, None) in (None, ""):
             raise InputError(f"--{name} is required (or set ${env[name]})")
+
+
+def _seed(args: argparse.Namespace) -> int:
+    seed = 0 if args.seed is None else args.seed
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    return seed
+
+
+def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
+    from recommender.selection import DEFAULT_CANDIDATES, DEFAULT_K_GRID, Candidate, candidate_grid
+
+    default = Candidate(args.similarity, args.k)
+    if args.no_select:
+        if args.candidates or args.k_grid:
+            raise InputError("--no-select trains --similarity/--k only; drop --candidates and --k-grid, or --no-select")
+        return (default,)
+    return candidate_grid(default, args.candidates or DEFAULT_CANDIDATES, args.k_grid or DEFAULT_K_GRID)
+
+
+def _plan(args: argparse.Namespace) -> Any:
+    from recommender.selection import plan_for
+
+    return plan_for(_candidates(args), _seed(args))
+
+
+def _shard_index(args: argparse.Namespace) -> tuple[int, int]:
+    if args.shard is not None:
+        index, count = args.shard
+        if args.shards is not None and args.shards != count:
+            raise InputError(f"--shard {index}/{count} and --shards {args.shards} disagree about the number of shards")
+        return index, count
+    if args.shards is None:
+        raise InputError(f"which shard? pass --shard I/N, or --shards N with ${ENV_SHARD_INDEX} set"
+                         " (Kubernetes sets it in each pod of an indexed Job)")  # fmt: skip
+    raw = os.environ.get(ENV_SHARD_INDEX, "").strip()
+    if not raw:
+        raise InputError(f"--shards {args.shards} takes the shard index from ${ENV_SHARD_INDEX}, which is not set;"
+                         f" pass --shard I/{args.shards} instead, or run in an indexed Job")  # fmt: skip
+    try:
+        index = int(raw)
+    except ValueError:
+        index = -1
+    if not 0 <= index < args.shards:
+        raise InputError(f"${ENV_SHARD_INDEX}={raw!r} is not a shard index in 0..{args.shards - 1}"
+                         f" for --shards {args.shards}")  # fmt: skip
+    return index, args.shards
+
+
+def _train(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    from recommender import commands, distributed
+
+    if args.shards_dir is None:
+        given = [f for f, v in (("--shard", args.shard), ("--shards", args.shards), ("--candidates", args.candidates),
+                                ("--k-grid", args.k_grid), ("--seed", args.seed)) if v is not None]  # fmt: skip
+        given += ["--no-select"] if args.no_select else []
+        if given:
+            raise InputError(f"{', '.join(given)} apply to sharded training only; add --shards-dir DIR")
+        if args.out is None:
+            raise InputError("train needs --out DIR (one process), or --shards-dir DIR with --shard I/N or --shards N"
+                             " (one worker of a distributed run)")  # fmt: skip
+        return commands.train(args.orders, args.out, catalog=args.catalog, k=args.k, similarity=args.similarity,
+                              threads=args.threads, log=log)  # fmt: skip
+    if args.out is not None:
+        raise InputError("--out and --shards-dir exclude each other: a worker writes a shard into --shards-dir;"
+                         " `merge` or `finish` writes the artifact")  # fmt: skip
+    index, count = _shard_index(args)
+    return distributed.train_shard(args.orders, args.catalog, args.shards_dir, _plan(args), index, count,
+                                   threads=args.threads, log=log)  # fmt: skip
 
 
 def _print_json(value: Any) -> None:
@@ -168,9 +319,21 @@ def _run(args: argparse.Namespace) -> int:
         spec = DatasetSpec(seed=args.seed, customers=args.customers, books=args.books, orders=args.orders)
         _print_json(generate(spec, args.out))
     elif args.command == "train":
-        meta = commands.train(args.orders, args.out, catalog=args.catalog, k=args.k,
-                              similarity=args.similarity, threads=args.threads, log=log)  # fmt: skip
-        _print_json(meta)
+        _print_json(_train(args, log))
+    elif args.command == "merge":
+        from recommender import distributed
+        from recommender.selection import Candidate
+
+        _print_json(distributed.merge(args.orders, args.catalog, args.shards_dir, _plan(args), args.shards, args.out,
+                                      Candidate(args.similarity, args.k), log=log))  # fmt: skip
+    elif args.command == "finish":
+        _require(args, "registry", "model")
+        from recommender import distributed
+
+        _print_json(distributed.finish(
+            args.orders, args.catalog, args.shards_dir, args.shards, args.out, registry=args.registry,
+            model=args.model, alias=args.alias, candidates=_candidates(args), seed=_seed(args), top_n=args.top_n,
+            min_lift=args.min_lift, log=log))  # fmt: skip
     elif args.command == "evaluate":
         _print_json(commands.evaluate_artifact(args.artifact, args.orders, catalog=args.catalog,
                                                top_n=args.top_n, seed=args.seed, min_lift=args.min_lift))  # fmt: skip
@@ -198,12 +361,14 @@ def _run(args: argparse.Namespace) -> int:
                          access_log=args.access_log))  # fmt: skip
     elif args.command == "pipeline":
         _require(args, "registry", "model")
+        from recommender import distributed
         from recommender.datagen import DatasetSpec
 
         spec = DatasetSpec(seed=args.seed, customers=args.customers, books=args.books, orders=args.orders)
-        result = commands.run_pipeline(workdir=args.workdir, registry=args.registry, model=args.model,
-                                       alias=args.alias, spec=spec, k=args.k, similarity=args.similarity,
-                                       min_lift=args.min_lift, top_n=args.top_n, threads=args.threads)  # fmt: skip
+        result = distributed.run_pipeline(workdir=args.workdir, registry=args.registry, model=args.model,
+                                          alias=args.alias, spec=spec, candidates=_candidates(args),
+                                          min_lift=args.min_lift, top_n=args.top_n, threads=args.threads,
+                                          log=log)  # fmt: skip
         _print_json(result)
     return EXIT_OK
 

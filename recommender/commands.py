@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from recommender.artifact import load_artifact, read_metadata, write_artifact
-from recommender.data import read_orders
-from recommender.datagen import DatasetSpec, generate
+from recommender.data import DataIdentity, load_interactions
 from recommender.errors import InputError
 from recommender.evaluate import check_gate, evaluate, split_last
-from recommender.hashing import sha256_file
 from recommender.model import ItemKNN
-from recommender.registry import Registry
 
-__all__ = ["evaluate_artifact", "peak_memory_mib", "run_pipeline", "train"]
+__all__ = ["evaluate_artifact", "peak_memory_mib", "stderr_log", "train", "training_metadata"]
 
 Log = Callable[[str], None]
 
@@ -38,7 +35,7 @@ def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _progress(log: Log | None) -> Callable[[int, int], None] | None:
+def progress_log(log: Log | None, what: str = "train") -> Callable[[int, int], None] | None:
     if log is None:
         return None
     last = [0.0]
@@ -47,9 +44,24 @@ def _progress(log: Log | None) -> Callable[[int, int], None] | None:
         now = time.monotonic()
         if done == total or now - last[0] >= 1.0:
             last[0] = now
-            log(f"train: {done}/{total} book blocks ({done / total:.0%})")
+            log(f"{what}: {done}/{total} ({done / total:.0%})")
 
     return report
+
+
+def training_metadata(
+    identity: DataIdentity, dataset: dict[str, int], model: ItemKNN, timings: dict[str, Any]
+) -> dict[str, Any]:
+    """An artifact's metadata before evaluation; `train` and `merge` both write this."""
+    covered = float((model.neighbours[:, 0] >= 0).mean()) if model.n_items else 0.0
+    return {
+        "dataset_sha256": identity.orders_sha256,
+        "catalog_sha256": identity.catalog_sha256,
+        "dataset": dataset,
+        "training": {"books_with_neighbours": covered},
+        "timings": timings,
+        "peak_memory_mib": round(peak_memory_mib(), 1),
+    }
 
 
 def train(
@@ -65,22 +77,17 @@ def train(
     """Fit on all orders and write the artifact; returns its metadata."""
     model = ItemKNN(K=k, similarity=similarity, num_threads=threads)  # validates params first
     t0 = time.perf_counter()
-    data = read_orders(orders, catalog)
+    identity = DataIdentity.of(orders, catalog)
+    data = load_interactions(orders, catalog, identity)
     t1 = time.perf_counter()
+    cpu = time.process_time()
     matrix = data.matrix()
-    model.fit(matrix, progress=_progress(log))
-    t2 = time.perf_counter()
-    covered = float((model.neighbours[:, 0] >= 0).mean()) if model.n_items else 0.0
-    metadata: dict[str, Any] = {
-        "dataset_sha256": sha256_file(orders),
-        "catalog_sha256": sha256_file(catalog) if catalog else None,
-        "dataset": {"customers": data.n_users, "books": data.n_items, "orders": int(data.users.size),
-                    "purchases": int(matrix.nnz)},
-        "training": {"books_with_neighbours": covered},
-        "timings": {"read_seconds": round(t1 - t0, 3), "fit_seconds": round(t2 - t1, 3)},
-        "peak_memory_mib": round(peak_memory_mib(), 1),
-    }  # fmt: skip
-    digest = write_artifact(out, model, data.item_ids, metadata)
+    model.fit(matrix, progress=progress_log(log))
+    t2, cpu = time.perf_counter(), time.process_time() - cpu
+    dataset = {"customers": data.n_users, "books": data.n_items, "orders": int(data.users.size),
+               "purchases": int(matrix.nnz)}  # fmt: skip
+    timings = {"read_seconds": round(t1 - t0, 3), "fit_seconds": round(t2 - t1, 3), "fit_cpu_seconds": round(cpu, 3)}
+    digest = write_artifact(out, model, data.item_ids, training_metadata(identity, dataset, model, timings))
     if log:
         log(f"train: {data.n_items} books, {matrix.nnz} purchases, fit {t2 - t1:.2f}s -> {out} ({digest[:12]})")
     return read_metadata(out)
@@ -101,7 +108,7 @@ def evaluate_artifact(
     if top_n < 1:
         raise InputError(f"--top-n must be >= 1, got {top_n}")
     art = load_artifact(artifact_dir)
-    data = read_orders(orders, catalog)
+    data = load_interactions(orders, catalog)
     if data.item_ids.shape != art.item_ids.shape or (data.item_ids != art.item_ids).any():
         raise InputError(f"--orders {orders} has other books than the artifact was trained on; pass the same data")
     params = art.model.params()
@@ -125,36 +132,3 @@ def evaluate_artifact(
     if min_lift is not None:
         check_gate(report, min_lift)
     return report
-
-
-def run_pipeline(
-    *,
-    workdir: Path,
-    registry: Path,
-    model: str,
-    alias: str,
-    spec: DatasetSpec,
-    k: int,
-    similarity: str,
-    min_lift: float,
-    top_n: int = 10,
-    threads: int = 2,
-    log: Log | None = stderr_log,
-) -> dict[str, Any]:
-    """generate -> train -> evaluate (gate) -> register -> promote; idempotent for equal inputs."""
-    reg = Registry(registry)
-    reg.alias(model, alias)  # validates names before any work
-    data_dir, artifact_dir = workdir / "data", workdir / "artifact"
-    generate(spec, data_dir)
-    if log:
-        log(f"generate: {spec.orders} orders, {spec.customers} customers, {spec.books} books -> {data_dir}")
-    orders, catalog = data_dir / "orders.csv", data_dir / "catalog.csv"
-    train(orders, artifact_dir, catalog=catalog, k=k, similarity=similarity, threads=threads, log=log)
-    report = evaluate_artifact(artifact_dir, orders, catalog=catalog, top_n=top_n, seed=spec.seed,
-                               min_lift=min_lift, log=log)  # fmt: skip
-    version, created = reg.register(model, artifact_dir, parent_alias=alias)
-    _, moved = reg.promote(model, version, alias)
-    if log:
-        log(f"register: {model} {version[:12]} ({'new' if created else 'already registered'}); "
-            f"{alias} -> {version[:12]} ({'moved' if moved else 'unchanged'})")  # fmt: skip
-    return {"version": version, "created": created, "promoted": moved, "metrics": report}

@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ENV_MODEL",
     "ENV_REGISTRY",
+    "ENV_SHARD_INDEX",
     "EXIT_BAD_INPUT",
     "EXIT_GATE_FAILED",
     "EXIT_INTERNAL",
@@ -32,6 +33,9 @@ DEFAULT_POLL_SECONDS = 5.0
 
 ENV_REGISTRY = "RECOMMENDER_REGISTRY"
 ENV_MODEL = "RECOMMENDER_MODEL"
+# `train --shards N` reads its shard index from here: Kubernetes sets it in each pod of an
+# indexed Job (completionMode: Indexed), which is what a JobSet's worker job is.
+ENV_SHARD_INDEX = "JOB_COMPLETION_INDEX"
 
 RUN_AS_UID = 10001
 WRITABLE_PATHS = ("/models", "/work", "/tmp")

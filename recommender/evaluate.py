@@ -11,7 +11,7 @@ from recommender.data import Interactions
 from recommender.errors import GateFailedError, InputError
 from recommender.model import ItemKNN
 
-__all__ = ["Split", "check_gate", "evaluate", "split_last"]
+__all__ = ["Split", "check_gate", "evaluate", "holdout_masks", "score", "split_last", "split_validation"]
 
 
 @dataclass(frozen=True)
@@ -21,28 +21,29 @@ class Split:
     method: str
 
 
-def split_last(data: Interactions, seed: int = 0) -> Split:
-    """Hold out each customer's most recent order (all books at their last timestamp).
-
-    Without timestamps, one random order per customer is held out (seeded).
-    Customers with a single distinct book keep it in training: there is nothing to learn from.
-    """
-    n = data.users.size
-    key: np.ndarray
+def _order_key(data: Interactions, seed: int) -> tuple[np.ndarray, str]:
     if data.ordered_at is not None:
-        key, method = data.ordered_at.astype(np.int64), "time"
-    else:
-        key, method = np.random.default_rng(seed).random(n), "random"
-    order = np.lexsort((key, data.users))
-    users_sorted, key_sorted = data.users[order], key[order]
-    last_pos = np.r_[np.flatnonzero(np.diff(users_sorted)), n - 1]
+        return data.ordered_at.astype(np.int64), "time"
+    return np.random.default_rng(seed).random(data.users.size), "random"
+
+
+def _hold_out_last(data: Interactions, key: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Orders (a subset of `among`) at each customer's last key within `among`, for customers
+    with something left before it; the others keep everything in training."""
+    users, keys = data.users[among], key[among]
+    order = np.lexsort((keys, users))
+    users_sorted, key_sorted = users[order], keys[order]
+    last_pos = np.r_[np.flatnonzero(np.diff(users_sorted)), users.size - 1]
     last_key = np.empty(data.n_users, dtype=key.dtype)
     last_key[users_sorted[last_pos]] = key_sorted[last_pos]
-    test_mask = key == last_key[data.users]
-    # Customers with nothing before their last order keep it in training.
-    has_history = np.bincount(data.users[~test_mask], minlength=data.n_users) > 0
-    test_mask &= has_history[data.users]
-    train = data.matrix(~test_mask)
+    held = np.zeros(data.users.size, dtype=bool)
+    held[among] = keys == last_key[users]
+    has_history = np.bincount(data.users[among & ~held], minlength=data.n_users) > 0
+    return held & has_history[data.users]
+
+
+def _split(data: Interactions, train_mask: np.ndarray, test_mask: np.ndarray, method: str) -> Split:
+    train = data.matrix(train_mask)
     test = data.matrix(test_mask)
     # Drop held-out books the customer also bought earlier (not a new purchase to predict).
     test = test - test.multiply(train)
@@ -51,6 +52,35 @@ def split_last(data: Interactions, seed: int = 0) -> Split:
     test = sp.diags(has_train.astype(np.float32)) @ test
     test.eliminate_zeros()
     return Split(train.tocsr(), sp.csr_matrix(test), method)
+
+
+def holdout_masks(data: Interactions, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(test, validation) order masks: each customer's most recent order, then the one before.
+
+    Validation orders are taken from what the test split trains on, so the two never share an
+    order, and a book in both is dropped from the test side (bought earlier, nothing to predict).
+    """
+    key, _ = _order_key(data, seed)
+    everything = np.ones(data.users.size, dtype=bool)
+    test = _hold_out_last(data, key, everything)
+    return test, _hold_out_last(data, key, ~test)
+
+
+def split_last(data: Interactions, seed: int = 0) -> Split:
+    """Hold out each customer's most recent order (all books at their last timestamp).
+
+    Without timestamps, one random order per customer is held out (seeded).
+    Customers with a single distinct book keep it in training: there is nothing to learn from.
+    """
+    test, _ = holdout_masks(data, seed)
+    return _split(data, ~test, test, _order_key(data, seed)[1])
+
+
+def split_validation(data: Interactions, seed: int = 0) -> Split:
+    """The model-selection split: train on orders before the last two, score on the one before
+    the last (the test split's order stays unseen)."""
+    test, validation = holdout_masks(data, seed)
+    return _split(data, ~test & ~validation, validation, _order_key(data, seed)[1])
 
 
 def _metrics(ids: np.ndarray, test: sp.csr_matrix, k: int, n_items: int) -> dict[str, float]:
@@ -75,19 +105,27 @@ def _metrics(ids: np.ndarray, test: sp.csr_matrix, k: int, n_items: int) -> dict
     }
 
 
-def evaluate(model: ItemKNN, split: Split, k: int = 10, batch: int = 8192) -> dict[str, object]:
-    """HR@k, NDCG@k, Recall@k and catalogue coverage for the model and the popularity baseline."""
+def _evaluated_users(split: Split) -> np.ndarray:
     users = np.flatnonzero(np.diff(split.test.indptr) > 0)
     if users.size == 0:
         raise InputError("evaluation: no customer has both a training history and a held-out order")
+    return users
+
+
+def score(model: ItemKNN, split: Split, k: int = 10, batch: int = 8192) -> dict[str, float]:
+    """HR@k, NDCG@k, Recall@k and catalogue coverage of the model alone."""
+    users = _evaluated_users(split)
     train = split.train[users]
-    model_ids = np.concatenate(
-        [model.recommend(train[i : i + batch], k)[0] for i in range(0, users.size, batch)]
-    )
-    pop_ids = model.recommend_popular(train, k)[0]
-    test = split.test[users]
-    ours = _metrics(model_ids, test, k, model.n_items)
-    base = _metrics(pop_ids, test, k, model.n_items)
+    ids = np.concatenate([model.recommend(train[i : i + batch], k)[0] for i in range(0, users.size, batch)])
+    return _metrics(ids, split.test[users], k, model.n_items)
+
+
+def evaluate(model: ItemKNN, split: Split, k: int = 10, batch: int = 8192) -> dict[str, object]:
+    """HR@k, NDCG@k, Recall@k and catalogue coverage for the model and the popularity baseline."""
+    users = _evaluated_users(split)
+    ours = score(model, split, k, batch)
+    pop_ids = model.recommend_popular(split.train[users], k)[0]
+    base = _metrics(pop_ids, split.test[users], k, model.n_items)
     key = f"ndcg@{k}"
     lift = ours[key] / base[key] - 1 if base[key] > 0 else float("inf")
     return {

@@ -184,6 +184,8 @@ class Registry:
                 "dataset_sha256": meta.get("dataset_sha256"),
                 "params": meta.get("params"),
                 "metrics": meta.get("metrics"),
+                # every candidate's validation figures and the winner (absent without selection)
+                "selection": meta.get("selection"),
                 "package_version": meta.get("package_version"),
             }
             (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")

@@ -10,7 +10,8 @@ import pytest
 from recommender.cli import build_parser, main
 from recommender.contract import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_REGISTRY
 
-COMMANDS = ("generate", "train", "evaluate", "register", "promote", "rollback", "list", "serve", "pipeline")
+COMMANDS = ("generate", "train", "merge", "finish", "evaluate", "register", "promote", "rollback", "list", "serve",
+            "pipeline")  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

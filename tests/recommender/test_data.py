@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender.data import read_orders
+from recommender import data as data_module
+from recommender.data import CACHE_DIR, Interactions, load_interactions, read_orders
+from recommender.datagen import DatasetSpec, generate
 from recommender.errors import InputError
 
 
@@ -102,3 +104,37 @@ def test_any_file_parses_or_fails_with_input_error(header: list[str], rows: list
             else:
                 assert data.users.size == data.items.size > 0
                 assert data.matrix().shape == (data.n_users, data.n_items)
+
+
+def _same(a: Interactions, b: Interactions) -> None:
+    for name in ("user_ids", "item_ids", "users", "items", "ordered_at"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def test_generate_writes_the_parse_cache_as_parsing_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generate(DatasetSpec(seed=5, customers=300, books=60, orders=2000), tmp_path)
+    orders, catalog = tmp_path / "orders.csv", tmp_path / "catalog.csv"
+    parsed = read_orders(orders, catalog)
+
+    def no_parsing(*_: object) -> None:
+        raise AssertionError("parsed the CSV although generate wrote the cache")
+
+    monkeypatch.setattr(data_module, "read_orders", no_parsing)
+    _same(load_interactions(orders, catalog), parsed)
+
+
+def test_parse_cache_follows_the_file_content(tmp_path: Path) -> None:
+    o = _write(tmp_path / "o.csv", "customer_id,book_id\nc1,b1\nc2,b1\n")
+    assert load_interactions(o).item_ids.tolist() == ["b1"]
+    cache = next((tmp_path / CACHE_DIR).glob("*.npz"))
+    _write(o, "customer_id,book_id\nc1,b1\nc2,b2\n")  # new content: new key, the old cache is not read
+    assert load_interactions(o).item_ids.tolist() == ["b1", "b2"]
+    assert len(list((tmp_path / CACHE_DIR).glob("*.npz"))) == 2
+    # A damaged cache is ignored and rewritten, never trusted.
+    (new,) = set((tmp_path / CACHE_DIR).glob("*.npz")) - {cache}
+    new.write_bytes(b"garbage")
+    assert load_interactions(o).item_ids.tolist() == ["b1", "b2"]
+    assert new.read_bytes() != b"garbage"

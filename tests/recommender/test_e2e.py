@@ -90,8 +90,8 @@ def test_end_to_end(stack: tuple[str, Path, subprocess.Popen[str]]) -> None:
     assert result["created"] and result["promoted"] and result["metrics"]["lift_ndcg"] > 0.1
     retry = _cli(*args)
     assert retry.returncode == 0, retry.stderr
-    assert json.loads(retry.stdout) | {"metrics": None} == {"version": version, "created": False,
-                                                            "promoted": False, "metrics": None}  # fmt: skip
+    assert json.loads(retry.stdout) | {"metrics": None, "selection": None} == {
+        "version": version, "created": False, "promoted": False, "metrics": None, "selection": None}  # fmt: skip
     assert len(Registry(registry).versions("bookstore")) == 1
 
     _wait(lambda: httpx.get(f"{base}/ready").status_code == 200)
