@@ -16,10 +16,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from .quantity import QuantityError, parse_quantity
+from .sharing import COHORT, Pools, TeamConfig, TeamEntry, parse_team_entry, quantity_text, resolve_shares
 
 __all__ = [
     "KEYS",
@@ -98,12 +100,27 @@ KEYS: dict[str, Key] = {
     "gpuTimeSlicingReplicas": Key(
         "integer", 1, "Pods sharing one physical GPU via device-plugin time-slicing (1 = off)."
     ),
-    "teams": Key("array", ["bookstore-ml"], "ML namespaces to create, one per team."),
-    "teamCpuQuota": Key("string", "8", "Per-team ResourceQuota for CPU requests."),
-    "teamMemoryQuota": Key("string", "16Gi", "Per-team ResourceQuota for memory requests."),
-    "teamGpuQuota": Key("integer", 2, "Per-team ResourceQuota for nvidia.com/gpu requests."),
-    "queueCpu": Key("string", "8", "Kueue ClusterQueue nominal CPU quota for the CPU flavor."),
-    "queueMemory": Key("string", "16Gi", "Kueue ClusterQueue nominal memory quota per flavor."),
+    "teams": Key(
+        "array",
+        ["bookstore-ml"],
+        "ML namespaces, one per team, each with its own ClusterQueue in one cohort: '<name>' or '<name> "
+        "gpus=1 cpu=4 memory=8Gi gpuBorrowingLimit=1 gpuLendingLimit=0 weight=2' (README, Teams).",
+    ),
+    "teamCpuQuota": Key(
+        "string", "8", "Per-team ResourceQuota for CPU requests (raised to what the team's ClusterQueue may admit)."
+    ),
+    "teamMemoryQuota": Key(
+        "string",
+        "16Gi",
+        "Per-team ResourceQuota for memory requests (raised to what the team's ClusterQueue may admit).",
+    ),
+    "teamGpuQuota": Key(
+        "integer", 2, "Per-team ResourceQuota for nvidia.com/gpu (raised to what the team's ClusterQueue may admit)."
+    ),
+    "queueCpu": Key("string", "8", "CPU Kueue admits across all teams: their guarantees plus a shared remainder."),
+    "queueMemory": Key(
+        "string", "16Gi", "Memory Kueue admits across all teams: their guarantees plus a shared remainder."
+    ),
     "monitoring": Key("boolean", False, "Install kube-prometheus-stack and wire scraping."),
     "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
     "recommenderImage": Key(
@@ -126,9 +143,17 @@ KEYS: dict[str, Key] = {
     "eksCpuNodesMax": Key("integer", 4, "eks: CPU node group maximum size."),
     "eksGpuInstanceTypes": Key("array", ["g5.xlarge"], "eks: GPU node group instance types."),
     "eksGpuNodesMin": Key("integer", 0, "eks: GPU node group minimum size (0 = scale from zero)."),
-    "eksGpuNodesDesired": Key("integer", 1, "eks: GPU node group desired size."),
+    "eksGpuNodesDesired": Key(
+        "integer",
+        0,
+        "eks: GPU node group size at creation; cluster-autoscaler owns it afterwards (0: no GPU node until a GPU "
+        "job is admitted).",
+    ),
     "eksGpuNodesMax": Key("integer", 2, "eks: GPU node group maximum size."),
     "eksGpusPerNode": Key("integer", 1, "eks: GPUs per GPU instance (g5.xlarge has 1)."),
+    "eksGpuIdleMinutes": Key(
+        "integer", 5, "eks: minutes a GPU node runs no GPU pod before cluster-autoscaler removes it (GPUs cost money)."
+    ),
     "eksPublicAccessCidrs": Key(
         "array", [], "eks: CIDRs allowed to reach the public API endpoint (your address, e.g. 203.0.113.7/32)."
     ),
@@ -165,21 +190,12 @@ class EksConfig:
     cpu_nodes_max: int = 4
     gpu_instance_types: tuple[str, ...] = ("g5.xlarge",)
     gpu_nodes_min: int = 0
-    gpu_nodes_desired: int = 1
+    gpu_nodes_desired: int = 0  # at creation only: cluster-autoscaler owns the size afterwards
     gpu_nodes_max: int = 2
     gpus_per_node: int = 1
+    gpu_idle_minutes: int = 5  # an idle GPU node is removed after this long
     public_access_cidrs: tuple[str, ...] = ()
     private_endpoint_only: bool = False  # pulumi itself runs inside the VPC
-
-
-@dataclass(frozen=True)
-class TeamConfig:
-    """One ML namespace and its share of the cluster."""
-
-    name: str
-    cpu_quota: str = "8"
-    memory_quota: str = "16Gi"
-    gpu_quota: int = 2
 
 
 @dataclass(frozen=True)
@@ -232,10 +248,22 @@ class PlatformConfig:
         return self.eks.gpus_per_node
 
     @property
+    def schedulable_gpus_per_node(self) -> int:
+        """nvidia.com/gpu one GPU node advertises: its GPUs, times the time-slicing replicas (the device
+        plugin slices real GPUs; simulated capacity is multiplied the same way)."""
+        return self.gpus_per_node * self.gpu_time_slicing_replicas
+
+    @property
     def schedulable_gpus(self) -> int:
-        """nvidia.com/gpu the GPU pool can hand out at its largest (time-slicing multiplies it)."""
+        """nvidia.com/gpu the GPU pool can hand out at its largest: on EKS what cluster-autoscaler can
+        reach (eksGpuNodesMax nodes), on kind the GPU workers."""
         nodes = self.kind.gpu_workers if self.provider is ClusterProvider.KIND else self.eks.gpu_nodes_max
-        return nodes * self.gpus_per_node * self.gpu_time_slicing_replicas
+        return nodes * self.schedulable_gpus_per_node
+
+    @property
+    def pools(self) -> Pools:
+        """What Kueue may admit across all teams: split into the teams' guarantees and a shared remainder."""
+        return Pools(parse_quantity(self.queue_cpu), parse_quantity(self.queue_memory), Decimal(self.schedulable_gpus))
 
 
 class _Reader:
@@ -375,32 +403,26 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     slicing = r.get("gpuTimeSlicingReplicas")
     r.check(1 <= slicing <= 32, "gpuTimeSlicingReplicas", slicing, "an integer from 1 (off) to 32")
 
-    team_names = r.get("teams")
-    r.check(len(team_names) > 0, "teams", team_names, "at least one team name")
-    r.check(len(set(team_names)) == len(team_names), "teams", team_names, "unique names")
-    for name in team_names:
-        r.check(
-            bool(_DNS_LABEL.match(name)) and len(name) <= 63,
-            "teams",
-            name,
-            "DNS labels: lowercase letters, digits and '-', at most 63 characters",
-        )
-        r.check(
-            name not in RESERVED_NAMESPACES,
-            "teams",
-            name,
-            f"a name not reserved by the platform ({', '.join(sorted(RESERVED_NAMESPACES))})",
-        )
-
-    team_cpu, team_memory, team_gpus = r.get("teamCpuQuota"), r.get("teamMemoryQuota"), r.get("teamGpuQuota")
-    team_cpu_q = r.quantity("teamCpuQuota", team_cpu)
-    team_memory_q = r.quantity("teamMemoryQuota", team_memory)
-    r.at_least("teamGpuQuota", team_gpus, 0)
-    teams = tuple(TeamConfig(n, team_cpu, team_memory, team_gpus) for n in team_names)
-
     queue_cpu, queue_memory = r.get("queueCpu"), r.get("queueMemory")
-    r.quantity("queueCpu", queue_cpu)
-    r.quantity("queueMemory", queue_memory)
+    queue_cpu_q = r.quantity("queueCpu", queue_cpu)
+    queue_memory_q = r.quantity("queueMemory", queue_memory)
+    # The GPU pool follows from the cluster's shape: parse that first, then split the pools.
+    shape = PlatformConfig(stack=stack, provider=provider, kind=kind, eks=eks, gpu_time_slicing_replicas=slicing)
+    pools = Pools(
+        queue_cpu_q or Decimal(0),
+        queue_memory_q or Decimal(0),
+        Decimal(shape.schedulable_gpus),
+        sources=_pool_sources(shape, queue_cpu, queue_memory),
+    )
+    team_cpu, team_memory, team_gpus = r.get("teamCpuQuota"), r.get("teamMemoryQuota"), r.get("teamGpuQuota")
+    r.at_least("teamGpuQuota", team_gpus, 0)
+    floor = {
+        "cpu": r.quantity("teamCpuQuota", team_cpu) or Decimal(0),
+        "memory": r.quantity("teamMemoryQuota", team_memory) or Decimal(0),
+        "gpus": Decimal(max(team_gpus, 0)),
+    }
+    teams = _parse_teams(r, pools, floor)
+    team_names = [t.name for t in teams]
 
     rec = RecommenderConfig(
         enabled=r.get("recommenderEnabled"),
@@ -414,7 +436,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         retrain_schedule=r.get("recommenderRetrainSchedule"),
         team=team_names[0] if team_names else "bookstore-ml",
     )
-    _check_recommender(r, rec, team_cpu_q, team_memory_q, team_gpus)
+    _check_recommender(r, rec, next((t for t in teams if t.name == rec.team), None))
 
     config = PlatformConfig(
         stack=stack,
@@ -454,6 +476,7 @@ def _parse_eks(r: _Reader) -> EksConfig:
         gpu_nodes_desired=r.get("eksGpuNodesDesired"),
         gpu_nodes_max=r.get("eksGpuNodesMax"),
         gpus_per_node=r.get("eksGpusPerNode"),
+        gpu_idle_minutes=r.get("eksGpuIdleMinutes"),
         public_access_cidrs=tuple(r.get("eksPublicAccessCidrs")),
         private_endpoint_only=r.get("eksPrivateEndpointOnly"),
     )
@@ -485,6 +508,7 @@ def _parse_eks(r: _Reader) -> EksConfig:
         )
         r.at_least(f"eks{pool}NodesMax", hi, 1)
     r.at_least("eksGpusPerNode", eks.gpus_per_node, 1)
+    r.check(1 <= eks.gpu_idle_minutes <= 1440, "eksGpuIdleMinutes", eks.gpu_idle_minutes, "1 to 1440 minutes (a day)")
     for cidr in eks.public_access_cidrs:
         try:
             ipaddress.ip_network(cidr)
@@ -511,7 +535,50 @@ def _check_eks_endpoint(r: _Reader, eks: EksConfig) -> None:
         )
 
 
-def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_memory: Any, team_gpus: int) -> None:
+def _pool_sources(shape: PlatformConfig, queue_cpu: str, queue_memory: str) -> dict[str, str]:
+    """Where each pool's size comes from, in config keys (for error messages)."""
+    slicing = f"gpuTimeSlicingReplicas {shape.gpu_time_slicing_replicas}"
+    if shape.provider is ClusterProvider.KIND:
+        gpus = f"kindGpuWorkers {shape.kind.gpu_workers} x kindGpusPerWorker {shape.kind.gpus_per_worker} x {slicing}"
+    else:
+        gpus = f"eksGpuNodesMax {shape.eks.gpu_nodes_max} x eksGpusPerNode {shape.eks.gpus_per_node} x {slicing}"
+    return {"cpu": f"ml-platform:queueCpu {queue_cpu!r}", "memory": f"ml-platform:queueMemory {queue_memory!r}",
+            "gpus": gpus}  # fmt: skip
+
+
+def _parse_teams(r: _Reader, pools: Pools, namespace_floor: Mapping[str, Decimal]) -> tuple[TeamConfig, ...]:
+    """Each ``ml-platform:teams`` entry, its settings checked and its share of every pool resolved."""
+    raw = r.get("teams")
+    r.check(len(raw) > 0, "teams", raw, "at least one team name")
+    entries: list[TeamEntry] = []
+    for i, text in enumerate(raw):
+        entry, problems = parse_team_entry(text)
+        for problem in problems:
+            r._fail(f"teams[{i}]", text, problem)
+        entries.append(entry)
+    names = [e.name for e in entries]
+    r.check(len(set(names)) == len(names), "teams", names, "unique names")
+    for name in names:
+        r.check(
+            bool(_DNS_LABEL.match(name)) and len(name) <= 63,
+            "teams",
+            name,
+            "DNS labels: lowercase letters, digits and '-', at most 63 characters",
+        )
+        r.check(
+            name not in RESERVED_NAMESPACES,
+            "teams",
+            name,
+            f"a name not reserved by the platform ({', '.join(sorted(RESERVED_NAMESPACES))})",
+        )
+        r.check(name != COHORT, "teams", name, f"a name other than the teams' Kueue cohort ({COHORT})")
+    teams, share_problems = resolve_shares(entries, pools, namespace_floor)
+    for key, value, allowed in share_problems:
+        r._fail(key, value, allowed)
+    return teams
+
+
+def _check_recommender(r: _Reader, rec: RecommenderConfig, team: TeamConfig | None) -> None:
     if rec.image:
         r.check(
             _valid_image(rec.image),
@@ -540,20 +607,25 @@ def _check_recommender(r: _Reader, rec: RecommenderConfig, team_cpu: Any, team_m
     pods = rec.training_pods
     cpu = cpu * pods if cpu is not None else None
     memory = memory * pods if memory is not None else None
-    # A job larger than its team's quota is never admitted: say so now, not as a Pending pod.
-    fits: list[tuple[str, Any, Any, str]] = [
-        ("recommenderTrainingCpu", cpu, team_cpu, "teamCpuQuota"),
-        ("recommenderTrainingMemory", memory, team_memory, "teamMemoryQuota"),
-        ("recommenderTrainingGpus", rec.training_gpus * rec.training_workers, team_gpus, "teamGpuQuota"),
+    if team is None:  # the team entry itself is broken, and reported
+        return
+    # A run larger than the most its team can ever hold (its guarantee plus all it may borrow) is
+    # never admitted: say so now, not as a Workload pending forever.
+    fits: list[tuple[str, Any, str]] = [
+        ("recommenderTrainingCpu", cpu, "cpu"),
+        ("recommenderTrainingMemory", memory, "memory"),
+        ("recommenderTrainingGpus", Decimal(rec.training_gpus * rec.training_workers), "gpus"),
     ]
-    for key, need, quota, quota_key in fits:
-        if need is not None and quota is not None and need > quota:
-            shown = r.raw.get(quota_key, KEYS[quota_key].default)
+    for key, need, resource in fits:
+        share = team.share(resource)
+        if need is not None and need > share.most:
             r._fail(
                 key,
-                r.raw.get(key, need),
-                f"at most {quota_key} ({shown!r}) for all {pods} pods of a run: one training run must fit in "
-                "the team quota",
+                r.raw.get(key, KEYS[key].default),
+                f"at most {quantity_text(resource, share.most)} {resource} for all {pods} pods of a run: the most team "
+                f"{team.name} can ever get (guaranteed {quantity_text(resource, share.guaranteed)} plus "
+                f"{quantity_text(resource, share.most - share.guaranteed)} it may borrow); raise the team's "
+                f"{resource} in ml-platform:teams, grow the pool, or ask less",
             )
 
 

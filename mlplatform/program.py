@@ -102,11 +102,10 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
     kueue = Kueue(
         "kueue",
         KueueArgs(
-            cpu_pool=cluster.cpu_pool,
             gpu_pool=cluster.gpu_pool,
-            cpu_quota=config.queue_cpu,
-            memory_quota=config.queue_memory,
-            gpu_quota=config.schedulable_gpus,
+            teams=config.teams,
+            pools=config.pools,
+            node_provisioning=cluster.node_provisioning,
             prometheus=monitoring is not None,
         ),
         opts=pulumi.ResourceOptions.merge(after_monitoring, pulumi.ResourceOptions(depends_on=[jobset])),
@@ -119,7 +118,7 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             team.name,
             MlNamespaceArgs(team=team),
             # Queued Jobs name a priority class: it must exist before anything can queue.
-            queue_depends_on=[kueue.cluster_queue, *kueue.priority_classes],
+            queue_depends_on=[kueue.release, kueue.cluster_queues[team.name], *kueue.priority_classes],
             opts=cluster_opts,
         )
         for team in config.teams
@@ -136,5 +135,5 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
     pulumi.export("clusterName", cluster.cluster_name)
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("mlNamespaces", [t.name for t in config.teams])
-    pulumi.export("clusterQueue", kueue.cluster_queue_name)
+    pulumi.export("clusterQueues", kueue.cluster_queue_names)
     return platform

@@ -12,8 +12,10 @@ import pulumi_kubernetes as k8s
 from . import versions
 from .cluster.pools import GPU_RESOURCE
 from .config import TeamConfig
-from .kueue import CLUSTER_QUEUE, ML_NAMESPACE_LABEL, local_queue
+from .kueue import ML_NAMESPACE_LABEL, local_queue
 from .objects import MANAGED_BY, apply, child_options, namespace_manifest
+from .sharing import quantity_text
+from .team_queues import cluster_queue_name
 
 __all__ = [
     "TEAM_LABEL",
@@ -37,17 +39,19 @@ def ml_namespace(team: TeamConfig, psa_version: str = versions.PSA_VERSION) -> d
 
 
 def resource_quota(team: TeamConfig) -> dict[str, Any]:
-    """The team's share: CPU, memory and GPUs requested, and no externally exposed Services."""
+    """The most the namespace holds at once: CPU, memory and GPUs requested (never less than its
+    ClusterQueue may admit, so an admitted workload's pods are never refused), and no externally
+    exposed Services."""
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": {"name": "team-quota", "namespace": team.name, "labels": dict(MANAGED_BY)},
         "spec": {
             "hard": {
-                "requests.cpu": team.cpu_quota,
-                "requests.memory": team.memory_quota,
+                "requests.cpu": quantity_text("cpu", team.cpu.namespace_limit),
+                "requests.memory": quantity_text("memory", team.memory.namespace_limit),
                 # Extended resources are quota'd by request only (they cannot be overcommitted).
-                f"requests.{GPU_RESOURCE}": str(team.gpu_quota),
+                f"requests.{GPU_RESOURCE}": quantity_text("gpus", team.gpus.namespace_limit),
                 "pods": "50",
                 "persistentvolumeclaims": "10",
                 "services.loadbalancers": "0",
@@ -138,7 +142,7 @@ def ingress_policy(
 @dataclass(frozen=True)
 class MlNamespaceArgs:
     team: TeamConfig
-    cluster_queue: str = CLUSTER_QUEUE
+    cluster_queue: str | None = None  # None: the team's own ClusterQueue
     psa_version: str = versions.PSA_VERSION  # pinned: a cluster upgrade never tightens admission silently
 
 
@@ -149,7 +153,7 @@ class MlNamespace(pulumi.ComponentResource):
     a ResourceQuota over cpu, memory and ``requests.nvidia.com/gpu`` with no LoadBalancer or
     NodePort Services; LimitRange defaults for containers without requests; default-deny
     ingress and egress with only DNS allowed (``allow_ingress_from`` adds the rest); a Kueue
-    LocalQueue ``default`` to the platform ClusterQueue; the ``default`` service account mounts
+    LocalQueue ``default`` to the team's own ClusterQueue; the ``default`` service account mounts
     no API token.
     """
 
@@ -178,7 +182,7 @@ class MlNamespace(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=in_ns,
         )
-        queue = local_queue(team.name, args.cluster_queue)
+        queue = local_queue(team.name, args.cluster_queue or cluster_queue_name(team.name))
         apply(
             f"{name}-local-queue",
             queue,

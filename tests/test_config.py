@@ -134,11 +134,20 @@ def test_unknown_key_is_rejected_with_a_suggestion() -> None:
     ]
 
 
-def test_a_training_job_larger_than_the_team_quota_is_refused() -> None:
-    problems = errors_for(recommenderTrainingGpus="3", teamGpuQuota="2", kindGpuWorkers="2")
-    assert any("recommenderTrainingGpus = '3'" in p and "at most teamGpuQuota ('2')" in p for p in problems), problems
-    problems = errors_for(recommenderTrainingMemory="32Gi", teamMemoryQuota="16Gi")
-    assert any("recommenderTrainingMemory" in p and "teamMemoryQuota" in p for p in problems), problems
+def test_a_training_job_larger_than_the_team_can_ever_get_is_refused() -> None:
+    # Two teams, 2 GPUs: bookstore-ml is guaranteed 1 and may borrow at most 0 more.
+    teams = ["bookstore-ml gpus=1 gpuBorrowingLimit=0", "search-ml"]
+    problems = errors_for(recommenderTrainingGpus="2", teams=teams)
+    assert any(
+        p.startswith("ml-platform:recommenderTrainingGpus = '2' is not allowed: at most 1 gpus for all 1 pods of a run")
+        and "team bookstore-ml can ever get (guaranteed 1 plus 0 it may borrow)" in p
+        for p in problems
+    ), problems
+    problems = errors_for(recommenderTrainingMemory="32Gi", queueMemory="16Gi")
+    assert any("recommenderTrainingMemory = '32Gi'" in p and "at most 16Gi memory" in p for p in problems), problems
+    # Borrowing counts: the same run fits once the team may borrow the other team's GPU.
+    assert parse_config({"recommenderTrainingGpus": "2", "teams": json.dumps(["bookstore-ml gpus=1", "search-ml"])},
+                        stack="t").recommender.training_gpus == 2  # fmt: skip
 
 
 def test_a_gpu_job_needs_gpus_in_the_pool() -> None:

@@ -73,6 +73,7 @@ def test_simulated_gpus_are_advertised_only_on_gpu_nodes(dev: Capture) -> None:
     sim = dev.named("ml-platform-simulated-gpus").props
     assert sim["environment"]["GPU_SELECTOR"] == f"{POOL_LABEL}=gpu"
     assert sim["environment"]["GPUS"] == "2"
+    assert sim["triggers"][1] == 2  # a new count is patched onto the nodes again
     assert "--subresource=status" in sim["create"] and "nvidia.com~1gpu" in sim["create"]
     off = capture_stack("dev", {"kindSimulateGpus": False})
     assert not [r for r in off.resources if r.name.endswith("simulated-gpus")]
@@ -125,10 +126,12 @@ def test_time_slicing_goes_through_the_device_plugin_config_map() -> None:
     values = release(capture, "nvidia-device-plugin")["values"]
     config = yaml.safe_load(values["config"]["map"][values["config"]["default"]])
     assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
-    # Kueue's GPU quota counts the shared slices.
-    queue = capture.kind("ClusterQueue")[0]
-    gpu_flavor = next(f for f in queue["spec"]["resourceGroups"][0]["flavors"] if f["name"] == "gpu")
-    assert {r["name"]: r["nominalQuota"] for r in gpu_flavor["resources"]}["nvidia.com/gpu"] == 8
+    # Kueue's GPU quota counts the shared slices, and so does the simulated capacity.
+    (queue,) = capture.kind("ClusterQueue")
+    (gpu_group,) = [g for g in queue["spec"]["resourceGroups"] if "nvidia.com/gpu" in g["coveredResources"]]
+    (gpu_flavor,) = gpu_group["flavors"]
+    assert gpu_flavor["name"] == "gpu" and gpu_flavor["resources"] == [{"name": "nvidia.com/gpu", "nominalQuota": 8}]
+    assert capture.named("ml-platform-simulated-gpus").props["environment"]["GPUS"] == "8"
 
 
 def test_gpu_flavor_matches_the_gpu_pool_labels_and_taint(dev: Capture) -> None:
@@ -139,19 +142,24 @@ def test_gpu_flavor_matches_the_gpu_pool_labels_and_taint(dev: Capture) -> None:
     assert not selects(flavors["gpu"]["nodeLabels"], cpu_node["labels"])
     assert tolerates(flavors["gpu"]["tolerations"], GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)
     assert flavors["gpu"]["nodeTaints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
-    assert selects(flavors["cpu"]["nodeLabels"], cpu_node["labels"]) and "tolerations" not in flavors["cpu"]
+    # cpu and memory are counted wherever a pod runs (a GPU pod's too): no labels to conflict with
+    # the GPU flavor's, no toleration that would let a CPU-only pod onto GPU nodes.
+    assert flavors["cpu"] == {}
 
 
-def test_cluster_queue_covers_cpu_memory_and_gpus_in_every_flavor(dev: Capture) -> None:
+def test_cluster_queue_covers_cpu_and_memory_in_one_group_and_gpus_in_another(dev: Capture) -> None:
     (queue,) = dev.kind("ClusterQueue")
-    (group,) = queue["spec"]["resourceGroups"]
-    assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
-    for flavor in group["flavors"]:
+    groups = queue["spec"]["resourceGroups"]
+    assert [g["coveredResources"] for g in groups] == [["cpu", "memory"], ["nvidia.com/gpu"]]
+    for group in groups:
         # Kueue rejects a flavor whose resources differ in length or order from coveredResources.
-        assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
-    quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
-    assert quotas["cpu"]["nvidia.com/gpu"] == 0 and quotas["gpu"]["nvidia.com/gpu"] == 2
-    assert queue["spec"]["namespaceSelector"] == {"matchLabels": {"mlplatform.io/ml-namespace": "true"}}
+        for flavor in group["flavors"]:
+            assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
+    quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for g in groups for f in g["flavors"]}
+    assert quotas == {"cpu": {"cpu": "8", "memory": "16Gi"}, "gpu": {"nvidia.com/gpu": 2}}
+    assert queue["spec"]["namespaceSelector"] == {
+        "matchLabels": {"mlplatform.io/ml-namespace": "true", "kubernetes.io/metadata.name": "bookstore-ml"}
+    }
 
 
 def test_kueue_is_pinned_with_all_or_nothing_admission(dev: Capture) -> None:
@@ -162,7 +170,8 @@ def test_kueue_is_pinned_with_all_or_nothing_admission(dev: Capture) -> None:
         "kueue-system",
     )
     manager = yaml.safe_load(kueue["values"]["managerConfig"]["controllerManagerConfigYaml"])
-    assert manager["waitForPodsReady"]["timeout"] == "10m"
+    assert manager["waitForPodsReady"]["timeout"] == "10m"  # no node to wait for on kind
+    assert manager["fairSharing"] == {"preemptionStrategies": ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]}
     assert manager["integrations"]["frameworks"] == ["batch/job", "jobset.x-k8s.io/jobset"]
     assert kueue["values"]["controllerManager"]["manager"]["image"]["tag"] == "v0.19.2"
 
@@ -229,7 +238,7 @@ def test_default_deny_both_ways_and_only_dns_egress(dev: Capture) -> None:
 def test_local_queue_and_tokenless_default_service_account(dev: Capture) -> None:
     (queue,) = dev.kind("LocalQueue")
     assert queue["metadata"] == {"name": "default", "namespace": "bookstore-ml"}
-    assert queue["spec"] == {"clusterQueue": "ml-cluster-queue"}
+    assert queue["spec"] == {"clusterQueue": "bookstore-ml"}  # the team's own ClusterQueue
     sa = next(m for m in dev.kind("ServiceAccount") if m["metadata"]["name"] == "default")
     assert sa["automountServiceAccountToken"] is False
 

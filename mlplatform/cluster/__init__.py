@@ -12,8 +12,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, NodePool, Taint, node_pools
+from .provisioning import NodeProvisioning
 
-__all__ = ["GPU_RESOURCE", "GPU_TAINT", "POOL_LABEL", "Cluster", "NodePool", "Taint", "node_pools"]
+__all__ = [
+    "GPU_RESOURCE",
+    "GPU_TAINT",
+    "POOL_LABEL",
+    "Cluster",
+    "NodePool",
+    "NodeProvisioning",
+    "Taint",
+    "node_pools",
+]
 
 
 class Cluster(Protocol):
@@ -37,3 +47,6 @@ class Cluster(Protocol):
     image_repository: pulumi.Output[str] | None
     # Extra environment for pushing there (e.g. the AWS profile the provider uses).
     image_push_environment: dict[str, str]
+    # How the cluster adds GPU nodes when asked (EKS: cluster-autoscaler and ProvisioningRequests,
+    # whose CRD is then among ``ready``); None = a fixed set of nodes (kind).
+    node_provisioning: NodeProvisioning | None

@@ -31,6 +31,7 @@ from .eks_network import Vpc, VpcArgs
 from .eks_nodes import CPU_AMI_TYPE, GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
 from .eks_storage import EfsModelStore, EfsModelStoreArgs
 from .pools import node_pools
+from .provisioning import NodeProvisioning
 
 __all__ = ["ADDON_VERSIONS", "CLUSTER_ADMIN_POLICY", "EksCluster", "addon_versions", "kubeconfig"]
 
@@ -355,6 +356,9 @@ class EksCluster(pulumi.ComponentResource):
             opts=child,
         )
         self.image_repository: pulumi.Output[str] | None = self.registry.repository_url
+
+        # No autoscaler yet: the GPU node group has the size the config gives it.
+        self.node_provisioning: NodeProvisioning | None = None
 
         # Not the GPU nodes: a GPU quota of zero or no g5 capacity in the zones must not block the
         # platform (the device plugin's DaemonSet simply waits for them).

@@ -58,7 +58,7 @@ class NodePool:
     name: str
     labels: Mapping[str, str]
     taints: tuple[Taint, ...] = ()
-    gpus_per_node: int = 0
+    gpus_per_node: int = 0  # nvidia.com/gpu each node advertises (time-slicing multiplies it)
     real_gpus: bool = False  # a driver and devices exist: run the device plugin and DCGM here
 
     @property
@@ -84,7 +84,7 @@ def node_pools(config: PlatformConfig) -> tuple[NodePool, NodePool]:
         name="gpu",
         labels=gpu_labels,
         taints=(GPU_TAINT,),
-        gpus_per_node=config.gpus_per_node,
+        gpus_per_node=config.schedulable_gpus_per_node,
         real_gpus=real,
     )
     return cpu, gpu

@@ -261,9 +261,9 @@ def node_pool_violations(ctx: StackContext, config: Mapping[str, Any]) -> list[V
 
 
 def _gpu_flavor_names(ctx: StackContext) -> set[str]:
-    """Flavors a ClusterQueue gives nvidia.com/gpu quota (> 0)."""
+    """Flavors a ClusterQueue or a Cohort (quota its ClusterQueues share) gives nvidia.com/gpu quota (> 0)."""
     names = set()
-    for queue in ctx.of_kind(KUEUE_GROUP, "ClusterQueue"):
+    for queue in [*ctx.of_kind(KUEUE_GROUP, "ClusterQueue"), *ctx.of_kind(KUEUE_GROUP, "Cohort")]:
         for group in as_list(get_path(queue.props, "spec", "resourceGroups")):
             for flavor in as_list(as_map(group).get("flavors")):
                 for res in as_list(as_map(flavor).get("resources")):

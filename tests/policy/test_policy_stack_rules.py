@@ -237,12 +237,12 @@ def test_gpu_flavor_without_tolerations(base: list[Resource]) -> None:
 
 def test_gpu_quota_on_the_cpu_flavor_must_target_the_gpu_pool(base: list[Resource]) -> None:
     def give_cpu_flavor_gpus(props: dict[str, Any]) -> None:
-        for flavor in props["spec"]["resourceGroups"][0]["flavors"]:
-            if flavor["name"] == "cpu":
-                flavor["resources"][2]["nominalQuota"] = 2.0
+        (gpu_group,) = [g for g in props["spec"]["resourceGroups"] if "nvidia.com/gpu" in g["coveredResources"]]
+        gpu_group["flavors"].append({"name": "cpu", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 2.0}]})
 
-    [message] = messages("kueue-flavors-match-pools", modified(base, "kueue-cluster-queue", give_cpu_flavor_gpus))
-    assert "ResourceFlavor cpu does not match the GPU pool" in message
+    for holder in ("kueue-cq-bookstore-ml", "kueue-cohort"):  # a team's quota, or the quota teams share
+        [message] = messages("kueue-flavors-match-pools", modified(base, holder, give_cpu_flavor_gpus))
+        assert "ResourceFlavor cpu does not match the GPU pool" in message
 
 
 def test_kind_pools_come_from_kubeadm_taints_in_either_spelling() -> None:
