@@ -188,6 +188,9 @@ OUTPUT_FILLERS: dict[str, OutputFiller] = {
         "name": a.inputs.get("name", a.name),
         "arn": f"arn:aws:iam::123456789012:role/{a.inputs.get('name', a.name)}",
     },
+    "aws:iam/policy:Policy": lambda a: {
+        "arn": f"arn:aws:iam::123456789012:policy/{a.inputs.get('name', a.name)}",
+    },
     "aws:eks/nodeGroup:NodeGroup": lambda a: {
         "nodeGroupName": a.inputs.get("nodeGroupName", a.name),
         "resources": [{"autoscalingGroups": [{"name": f"eks-{a.name}-asg"}], "remoteAccessSecurityGroupId": ""}],

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "CLUSTER_AUTOSCALER",
+    "CLUSTER_AUTOSCALER_IMAGE",
     "DCGM_EXPORTER",
     "JOBSET",
     "JOBSET_IMAGE",
@@ -56,6 +58,12 @@ KUEUE_IMAGE = ("registry.k8s.io/kueue/kueue", "v0.19.2")
 METRICS_SERVER = Chart(
     name="metrics-server", version="3.13.0", repo="https://kubernetes-sigs.github.io/metrics-server/"
 )
+
+# EKS only. Its minor must match the cluster's (1.34): chart 9.53.0 is the newest with appVersion
+# 1.34.x, and the image is that appVersion. The ProvisioningRequest CRD it serves is installed by the
+# program (mlplatform/cluster/crds), identical from 1.34.2 to 1.34.5.
+CLUSTER_AUTOSCALER = Chart(name="cluster-autoscaler", version="9.53.0", repo="https://kubernetes.github.io/autoscaler")
+CLUSTER_AUTOSCALER_IMAGE = ("registry.k8s.io/autoscaling/cluster-autoscaler", "v1.34.2")
 
 # The JobSet version Kueue 0.19.2 is built against (its go.mod). The chart in git carries staging
 # image values; the published OCI chart rewrites them. Pin ours explicitly.

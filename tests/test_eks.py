@@ -150,12 +150,15 @@ def test_each_iam_role_holds_exactly_its_minimal_managed_policies(eks: Capture) 
         },
         "ml-platform-ebs-csi": {aws + "service-role/AmazonEBSCSIDriverPolicy"},
         "ml-platform-efs-csi": {aws + "service-role/AmazonEFSCSIDriverPolicy"},
+        # Its own policy (tests/test_autoscaler.py): scale only this cluster's node groups.
+        "ml-platform-autoscaler": {"arn:aws:iam::123456789012:policy/ml-platform-autoscaler-scale"},
     }
     assert not eks.of_type("aws:iam/rolePolicy:RolePolicy")  # no inline policies either
     trusted = {r.name: r.props["assumeRolePolicy"] for r in eks.of_type(ROLE)}
     assert "eks.amazonaws.com" in trusted["ml-platform-cluster"]
     assert "ec2.amazonaws.com" in trusted["ml-platform-node"]
     assert "pods.eks.amazonaws.com" in trusted["ml-platform-efs-csi"]
+    assert "pods.eks.amazonaws.com" in trusted["ml-platform-autoscaler"]
 
 
 def test_cluster_uses_api_authentication_and_makes_the_deployer_role_admin(eks: Capture) -> None:

@@ -331,7 +331,8 @@ def test_the_new_kueue_objects_validate_with_their_cel_rules(two_teams: Capture,
             if manifest["apiVersion"].startswith(("kueue.x-k8s.io/", "apiextensions.k8s.io/")):
                 kinds.add(manifest["kind"])
                 evaluated += validate_manifest(manifest).evaluated
-    assert {"ClusterQueue", "Cohort", "ResourceFlavor", "LocalQueue"} <= kinds
+    assert {"ClusterQueue", "Cohort", "AdmissionCheck", "ProvisioningRequestConfig", "ResourceFlavor",
+            "LocalQueue", "CustomResourceDefinition"} <= kinds  # fmt: skip
     assert evaluated > 10
 
 

@@ -17,6 +17,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from ..config import ConfigError, PlatformConfig
+from .eks_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs, discovery_tags, idle_tags
 from .eks_iam import (
     CLUSTER_POLICIES,
     EBS_CSI_POLICIES,
@@ -231,7 +232,8 @@ class EksCluster(pulumi.ComponentResource):
                 name, addon, versions[addon], depends_on=[self.cluster], configuration=_ADDON_CONFIGURATION.get(addon)
             )
 
-        # pool, instance types, (min, desired, max), AMI, disk: one managed node group each.
+        # pool, instance types, (min, desired, max), AMI, disk, autoscaler tags: one managed node group each.
+        discovered = discovery_tags(config.cluster_name)
         groups = (
             (
                 self.cpu_pool,
@@ -239,6 +241,7 @@ class EksCluster(pulumi.ComponentResource):
                 (eks.cpu_nodes_min, eks.cpu_nodes_desired, eks.cpu_nodes_max),
                 CPU_AMI_TYPE,
                 _CPU_DISK_GIB,
+                discovered,
             ),
             (
                 self.gpu_pool,
@@ -246,6 +249,7 @@ class EksCluster(pulumi.ComponentResource):
                 (eks.gpu_nodes_min, eks.gpu_nodes_desired, eks.gpu_nodes_max),
                 GPU_AMI_TYPE,
                 _GPU_DISK_GIB,
+                {**discovered, **idle_tags(eks.gpu_idle_minutes)},
             ),
         )
         self.cpu_nodes, self.gpu_nodes = (
@@ -262,12 +266,13 @@ class EksCluster(pulumi.ComponentResource):
                     max_size=sizes[2],
                     ami_type=ami_type,
                     disk_size_gib=disk,
+                    autoscaler_tags=tags,
                     # The role's policy attachments too: a node without them cannot join.
                     after=[*self.addons.values(), node_role, *node_role_attachments],
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]),
             )
-            for pool, instance_types, sizes, ami_type, disk in groups
+            for pool, instance_types, sizes, ami_type, disk, tags in groups
         )
 
         csi_roles = {
@@ -357,16 +362,36 @@ class EksCluster(pulumi.ComponentResource):
         )
         self.image_repository: pulumi.Output[str] | None = self.registry.repository_url
 
-        # No autoscaler yet: the GPU node group has the size the config gives it.
-        self.node_provisioning: NodeProvisioning | None = None
+        # GPU nodes come when Kueue asks for them: cluster-autoscaler serves its ProvisioningRequests.
+        self.autoscaler = ClusterAutoscaler(
+            f"{name}-autoscaler",
+            ClusterAutoscalerArgs(
+                cluster_name=config.cluster_name,
+                eks_cluster=self.cluster,
+                region=region,
+                partition=partition,
+                account_id=caller.account_id,
+                cpu_pool=self.cpu_pool,
+                provider=self.provider,
+                gpu_idle_minutes=eks.gpu_idle_minutes,
+                provisioning=NodeProvisioning(),
+                # Not the GPU group: auto-discovery finds it whenever it exists, and missing GPU
+                # capacity must not block the platform.
+                after=[self.cpu_nodes, self.addons["eks-pod-identity-agent"], self.admin_access],
+            ),
+            opts=child,
+        )
+        self.node_provisioning: NodeProvisioning | None = self.autoscaler.provisioning
 
         # Not the GPU nodes: a GPU quota of zero or no g5 capacity in the zones must not block the
-        # platform (the device plugin's DaemonSet simply waits for them).
+        # platform (the device plugin's DaemonSet simply waits for them). The ProvisioningRequest
+        # API is: Kueue serves its admission check only if that API exists when Kueue starts.
         self.ready: list[pulumi.Resource] = [
             self.admin_access,
             self.cpu_nodes,
             *self.addons.values(),
             self.model_store,
+            self.autoscaler.crd,
         ]
         self.register_outputs(
             {

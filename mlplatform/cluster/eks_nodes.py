@@ -1,18 +1,20 @@
 """EKS managed node groups built from a ``NodePool``: same labels and taints as everywhere else.
 
 ``autoscaler_node_template_tags`` is pure: it states what cluster-autoscaler must know about a
-node group that has no node yet (scale from zero), derived from the pool itself.
+node group that has no node yet (scale from zero), derived from the pool itself. The group's size
+belongs to cluster-autoscaler once the group exists (``eks_autoscaler.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from .pools import GPU_RESOURCE, NodePool
+from .pools import AWS_GPU_LABEL, GPU_RESOURCE, NodePool
 
 __all__ = [
     "CPU_AMI_TYPE",
@@ -27,6 +29,9 @@ CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # from the platform's GpuStack (this AMI does not run one).
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 _AUTOSCALER_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+# cluster-autoscaler changes the desired size; Pulumi sets it once, at creation, and never resets it
+# (a second `pulumi up` would otherwise scale GPU nodes back to the configured size mid-job).
+AUTOSCALER_OWNED = ("scalingConfig.desiredSize",)
 
 
 def autoscaler_node_template_tags(pool: NodePool) -> dict[str, str]:
@@ -41,6 +46,20 @@ def autoscaler_node_template_tags(pool: NodePool) -> dict[str, str]:
     if pool.gpus_per_node:
         tags[f"{_AUTOSCALER_TEMPLATE}/resources/{GPU_RESOURCE}"] = str(pool.gpus_per_node)
     return tags
+
+
+def _tag_resource_name(group: str, key: str) -> str:
+    """A name that stays with the tag's key: numbered names shift when a tag is added, and the
+    replaced resources then delete keys their successors had just written."""
+    return f"{group}-asg-tag-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _legacy_names(group: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """Earlier versions numbered the node-template tags in key order, before the autoscaler's own
+    tags and the AWS GPU label existed: alias those so an upgrade renames instead of replacing."""
+    kinds = tuple(f"{_AUTOSCALER_TEMPLATE}/{kind}/" for kind in ("label", "taint", "resources"))
+    earlier = sorted(k for k in tags if k.startswith(kinds) and AWS_GPU_LABEL not in k)
+    return {key: f"{group}-template-{i}" for i, key in enumerate(earlier)}
 
 
 def _asg_name(resources: Sequence[aws.eks.outputs.NodeGroupResource]) -> str:
@@ -63,6 +82,9 @@ class EksNodeGroupArgs:
     max_size: int
     ami_type: str = CPU_AMI_TYPE
     disk_size_gib: int = 50  # room for ML images; the 20 GiB EKS default fills up fast
+    # Auto Scaling group tags for cluster-autoscaler (auto-discovery, per-group options), besides
+    # the node-template tags a group that may scale from zero gets anyway.
+    autoscaler_tags: Mapping[str, str] = field(default_factory=dict)
     # Must exist before nodes join (pod networking add-ons). Passed explicitly because a
     # component's depends_on does not reach its children.
     after: Sequence[pulumi.Resource] = ()
@@ -74,7 +96,8 @@ class EksNodeGroup(pulumi.ComponentResource):
     Guarantees: nodes register with the pool's taints (EKS applies them at join, before any pod
     can land); nodes live only in the given subnets; when ``min_size`` is 0 the group's
     Auto Scaling group carries cluster-autoscaler node-template tags for the pool's labels, taints
-    and GPUs, so a cluster-autoscaler (not installed by this program) could scale it up from zero.
+    and GPUs, so cluster-autoscaler can scale it up from zero; after creation the desired size is
+    cluster-autoscaler's (Pulumi ignores it).
     """
 
     def __init__(self, name: str, args: EksNodeGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -96,20 +119,26 @@ class EksNodeGroup(pulumi.ComponentResource):
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             tags={"Name": name, "mlplatform.io/pool": pool.name},
-            # desired_size stays owned by Pulumi (no autoscaler is installed, so the config is the
-            # only way to scale, e.g. GPUs to zero). With cluster-autoscaler, ignore scalingConfig.desiredSize.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(args.after), ignore_changes=list(AUTOSCALER_OWNED)
+            ),
         )
         self.asg_tags: list[aws.autoscaling.Tag] = []
+        asg_tags = dict(args.autoscaler_tags)
         if args.min_size == 0:
+            asg_tags.update(autoscaler_node_template_tags(pool))
+        legacy = _legacy_names(name, asg_tags)
+        if asg_tags:
             asg_name = self.node_group.resources.apply(_asg_name)
-            for i, (key, value) in enumerate(sorted(autoscaler_node_template_tags(pool).items())):
+            for key, value in sorted(asg_tags.items()):
                 self.asg_tags.append(
                     aws.autoscaling.Tag(
-                        f"{name}-template-{i}",
+                        _tag_resource_name(name, key),
                         autoscaling_group_name=asg_name,
                         tag={"key": key, "value": value, "propagate_at_launch": False},
-                        opts=pulumi.ResourceOptions(parent=self),
+                        opts=pulumi.ResourceOptions(
+                            parent=self, aliases=[pulumi.Alias(name=legacy[key])] if key in legacy else None
+                        ),
                     )
                 )
         self.node_group_name: pulumi.Output[str] = self.node_group.node_group_name

@@ -29,6 +29,10 @@ GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 # Set instead on kind nodes whose nvidia.com/gpu capacity is SIMULATED (an extended resource
 # patched onto the node status): schedulable, but nothing real to monitor or plug in.
 GPU_SIMULATED_LABEL = "mlplatform.io/gpu-simulated"
+# cluster-autoscaler's GPU label on AWS (cloudprovider/aws: GPULabel): a new node carrying it counts
+# as not ready until it advertises its GPUs, so the autoscaler does not add a second node for pods
+# that are only waiting for the device plugin.
+AWS_GPU_LABEL = "k8s.amazonaws.com/accelerator"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ def node_pools(config: PlatformConfig) -> tuple[NodePool, NodePool]:
     else:
         gpu_labels = {POOL_LABEL: "gpu", GPU_PRESENT_LABEL: "true"}
         real = True
+    if config.provider is ClusterProvider.EKS:
+        gpu_labels[AWS_GPU_LABEL] = "nvidia"
     gpu = NodePool(
         name="gpu",
         labels=gpu_labels,
