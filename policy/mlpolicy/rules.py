@@ -15,6 +15,7 @@ from typing import Any
 from . import containers as ctr
 from . import platform
 from .context import StackContext
+from .gpu_placement import gpu_toleration_violations
 from .launchers import least_privilege_violations
 from .model import Resource, Violation, as_list
 from .pods import PodTemplate, pod_templates
@@ -194,6 +195,13 @@ RULES: tuple[Rule, ...] = (
         "Kueue ResourceFlavors target node pools that exist; GPU-quota flavors target the GPU pool.",
         MANDATORY,
         stack_check=flavor_violations,
+    ),
+    Rule(
+        "gpu-toleration-needs-gpu",
+        "In ML namespaces a pod tolerates the GPU nodes' taint only if it requests nvidia.com/gpu "
+        "(CPU work never lands on GPU nodes).",
+        MANDATORY,
+        stack_check=gpu_toleration_violations,
     ),
 )
 
