@@ -64,15 +64,18 @@ def log(message: str) -> None:
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["docker", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    try:
+        result = subprocess.run(
+            ["docker", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise TierError(f"docker {' '.join(args[:3])} ... still running after {timeout:.0f} s") from err
     if check and result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])
         raise TierError(f"docker {' '.join(args[:3])} ... exited {result.returncode}:\n{tail}")
@@ -262,10 +265,13 @@ def check_size_limits(run: ContainerRun, paths: dict[str, Path], pod: str) -> No
 
 
 def registry_listing(registry: Path, model: str) -> dict[str, Any]:
+    # Read on the host: root sees the files whatever the pods made their modes.
     out = subprocess.run(
         [sys.executable, "-m", "recommender", "list", "--registry", str(registry), "--model", model],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    if out.returncode != 0:
+        raise TierError(f"recommender list --registry {registry} exited {out.returncode}: {out.stderr.strip()[-500:]}")
     listing: dict[str, Any] = json.loads(out.stdout)
     return listing
 
