@@ -47,6 +47,7 @@ REQUIRED_ALERTS = {
     "ModelReloadFailing",
     "GpuAllocatedButIdle",
     "KueueWorkloadsPendingTooLong",
+    "TeamWaitsWhileItsQuotaIsLent",
     "TrainingJobFailed",
 }
 # Grafana's built-in range variables -> a duration PromQL accepts.

@@ -1,9 +1,10 @@
 """Alerts as PrometheusRule objects (pure builders); each says where to look first.
 
-Only conditions that need a person: a GPU held but unused, work stuck in the queue, a failed
-training Job. Every expression reads metrics some component really exposes (tests check the
-names against DCGM's default counters, Kueue's and kube-state-metrics' documentation). Apps
-bring their own alerts (``prometheus_rule`` + ``alert``) to ``Monitoring.scrape``.
+Only conditions that need a person: a GPU held but unused, work stuck in the queue, a team
+waiting while others hold its guarantee, a failed training Job. Every expression reads metrics
+some component really exposes (tests check the names against DCGM's default counters, Kueue's
+and kube-state-metrics' documentation). Apps bring their own alerts (``prometheus_rule`` +
+``alert``) to ``Monitoring.scrape``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..objects import MANAGED_BY
+from . import team_queries
 from .scrape import MONITORING_API_VERSION
 from .values import SERVICE_MONITOR_LABELS
 
@@ -44,8 +46,13 @@ def _regex(values: Sequence[str]) -> str:
     return "|".join(sorted(values))
 
 
-def platform_rules(namespace: str, *, ml_namespaces: Sequence[str], pending_for: str = "30m") -> dict[str, Any]:
-    """GPU, queue and training alerts for the whole platform."""
+def platform_rules(
+    namespace: str, *, ml_namespaces: Sequence[str], pending_for: str = "30m", reclaim_within: str = "15m"
+) -> dict[str, Any]:
+    """GPU, queue and training alerts for the whole platform.
+
+    ``reclaim_within``: how long a team may wait while others use its guarantee before someone is
+    told (reclaim by preemption normally takes seconds)."""
     teams = _regex(ml_namespaces)
     gpu = alert(
         "GpuAllocatedButIdle",
@@ -71,6 +78,22 @@ def platform_rules(namespace: str, *, ml_namespaces: Sequence[str], pending_for:
         "status inadmissible means a request larger than any flavor's quota; active means the queue is full "
         "(Grafana 'Kueue' dashboard, quota used vs nominal).",
     )
+    waiting_while_lent = alert(
+        "TeamWaitsWhileItsQuotaIsLent",
+        # Per team: workloads pending, and some of its guarantee (any resource) in other teams' hands.
+        f'(sum by (cluster_queue) (kueue_pending_workloads{{status=~"active|inadmissible"}}) > 0) '
+        f"and on (cluster_queue) (max by (cluster_queue) ({team_queries.lent(resource='')}) > 0)",
+        for_=reclaim_within,
+        severity="warning",
+        summary=f"Team {{{{ $labels.cluster_queue }}}} has had workloads waiting for {reclaim_within} while other "
+        "teams use part of its guaranteed quota.",
+        runbook="Reclaim (reclaimWithinCohort) should have preempted the borrowers within seconds. "
+        "`kubectl describe clusterqueue {{ $labels.cluster_queue }}` and "
+        "`kubectl -n {{ $labels.cluster_queue }} describe workloads`: a workload larger than the team's "
+        "guarantee must borrow, and fair sharing decides (README, Teams); one waiting for GPU nodes shows the "
+        "gpu-capacity check pending (`kubectl -n {{ $labels.cluster_queue }} get provisioningrequests`). "
+        "Grafana 'Kueue' dashboard, panels 'GPUs lent' and 'GPUs borrowed'.",
+    )
     failed = alert(
         "TrainingJobFailed",
         f'kube_job_failed{{condition="true", namespace=~"{teams}"}} > 0',
@@ -84,7 +107,7 @@ def platform_rules(namespace: str, *, ml_namespaces: Sequence[str], pending_for:
     )
     groups = [
         {"name": "mlplatform.gpu", "rules": [gpu]},
-        {"name": "mlplatform.kueue", "rules": [pending]},
+        {"name": "mlplatform.kueue", "rules": [pending, waiting_while_lent]},
         {"name": "mlplatform.training", "rules": [failed]},
     ]
     return prometheus_rule(namespace, "mlplatform-platform", groups)
