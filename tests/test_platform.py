@@ -178,11 +178,14 @@ def test_kueue_is_pinned_with_all_or_nothing_admission(dev: Capture) -> None:
 
 def test_kueue_objects_wait_for_the_kueue_release(dev: Capture) -> None:
     kueue_release = next(r for r in dev.of_type(RELEASE) if r.name == "kueue")
-    for r in dev.resources:
-        if r.type.startswith("kubernetes:kueue.x-k8s.io/"):
-            assert kueue_release.urn in r.dependencies or any(
-                d.endswith("ClusterQueue::kueue-cluster-queue") for d in r.dependencies
-            ), r.name
+    by_name = {r.name: r for r in dev.resources if r.type.startswith("kubernetes:kueue.x-k8s.io/")}
+    for r in by_name.values():
+        assert kueue_release.urn in r.dependencies, r.name
+    # A team's queue needs its flavors and the cohort; its LocalQueue needs the queue.
+    queue = by_name["kueue-cq-bookstore-ml"]
+    for needed in ("kueue-flavor-cpu", "kueue-flavor-gpu", "kueue-cohort"):
+        assert by_name[needed].urn in queue.dependencies, needed
+    assert queue.urn in by_name["bookstore-ml-local-queue"].dependencies
 
 
 def test_every_helm_release_is_pinned_and_awaited(dev: Capture) -> None:
