@@ -13,3 +13,9 @@ def dev() -> Capture:
     # Guard against a vacuous pass: a run that registered nothing would satisfy every "for all" check.
     assert len(capture.kubernetes_objects()) > 10
     return capture
+
+
+@pytest.fixture(scope="session")
+def dev_one_worker() -> Capture:
+    """The dev stack training with one worker: a batch Job and a plain CronJob instead of a JobSet."""
+    return capture_stack("dev", {"recommenderTrainingWorkers": 1})

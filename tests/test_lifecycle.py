@@ -110,14 +110,15 @@ def test_no_rendered_object_sets_a_field_its_controller_owns(
     for stack in _stacks(dev, eks, dev_with_monitoring):
         objects = stack.kubernetes_objects()
         kinds = {m["kind"] for m in objects}
-        assert {"Job", "CronJob", "Deployment", "HorizontalPodAutoscaler", "Service"} <= kinds, stack.stack
+        assert {"CronJob", "Deployment", "HorizontalPodAutoscaler", "Service"} <= kinds, stack.stack
+        assert kinds & {"Job", "JobSet"}, stack.stack
         assert controller_owned_violations(objects) == [], stack.stack
 
 
 def test_the_table_catches_each_field_it_lists(dev: Capture) -> None:
     # The check above is only worth something if it fails on the defects it stands for.
     objects = dev.kubernetes_objects()
-    job = next(m for m in objects if m["kind"] == "Job")
+    job = next(m for m in objects if m["kind"] == "JobSet")
     deployment = next(m for m in objects if m["kind"] == "Deployment")
     bad_job = {**job, "spec": {**job["spec"], "suspend": True}}
     bad_deployment = {**deployment, "spec": {**deployment["spec"], "replicas": 2}}
@@ -158,10 +159,10 @@ def test_a_built_image_names_the_run_by_its_content_tag() -> None:
 
 
 def test_the_stack_names_the_same_run_the_same_and_a_changed_one_anew(dev: Capture) -> None:
-    first = dev.named("bookstore-train-job").manifest()["metadata"]["name"]
-    again = capture_stack("dev").named("bookstore-train-job").manifest()["metadata"]["name"]
+    first = dev.named("bookstore-train-jobset").manifest()["metadata"]["name"]
+    again = capture_stack("dev").named("bookstore-train-jobset").manifest()["metadata"]["name"]
     more_memory = capture_stack("dev", {"recommenderTrainingMemory": "3Gi"})
-    changed = more_memory.named("bookstore-train-job").manifest()["metadata"]["name"]
+    changed = more_memory.named("bookstore-train-jobset").manifest()["metadata"]["name"]
     assert first == again  # a second `up` with nothing changed: same name, no replacement
     assert changed != first and changed.startswith("bookstore-train-")
     # The nightly CronJob keeps its name: it is updated in place, its Jobs are its own.
@@ -216,7 +217,7 @@ def test_with_real_gpus_workloads_wait_until_gpu_nodes_advertise_them(dev: Captu
     wait = real.named("ml-platform-gpus-advertised")
     device_plugin = real.named("nvidia-device-plugin")
     assert device_plugin.urn in wait.dependencies
-    assert wait.urn in real.named("bookstore-train-job").dependencies
+    assert wait.urn in real.named("bookstore-train-jobset").dependencies
     assert "nvidia.com/gpu" in wait.props["environment"]["GPU_RESOURCE"]
     # Simulated GPUs need no device plugin: nothing waits for it.
     assert not [r for r in dev.resources if r.name.endswith("gpus-advertised")]

@@ -45,7 +45,7 @@ def test_render_writes_every_object_release_and_resource(tmp_path: Path, capsys:
     out = tmp_path / "dev"
     manifests = [yaml.safe_load(p.read_text()) for p in sorted((out / "kubernetes").glob("*.yaml"))]
     kinds = {m["kind"] for m in manifests}
-    assert {"Namespace", "ClusterQueue", "Job", "CronJob", "Deployment", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Namespace", "ClusterQueue", "JobSet", "CronJob", "Deployment", "HorizontalPodAutoscaler"} <= kinds
     for manifest in manifests:
         validate_manifest(manifest)  # what the reviewer reads is what validates
     releases = {p.stem: yaml.safe_load(p.read_text()) for p in (out / "helm").glob("*.yaml")}

@@ -207,7 +207,8 @@ def test_content_tag_follows_what_the_build_sees(tmp_path: Path) -> None:
     assert content_tag(tmp_path, dockerfile) != tag
 
 
-def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
+def test_dev_stack_wires_the_recommender_loop(dev_one_worker: Capture) -> None:
+    dev = dev_one_worker
     job, deployment = dev.named("bookstore-train-job"), dev.named("bookstore-recommender-deployment")
     build = dev.named("bookstore-image-build")
     image = build.props["environment"]["IMAGE"]
@@ -226,6 +227,29 @@ def test_dev_stack_wires_the_recommender_loop(dev: Capture) -> None:
     assert dev.named("bookstore-models-claim").urn in job.dependencies
     assert build.urn in job.dependencies and build.urn in deployment.dependencies
     assert dev.named("bookstore-train-job").manifest()["metadata"]["namespace"] == "bookstore-ml"
+
+
+def test_dev_stack_trains_with_two_sharded_workers_and_retrains_through_a_launcher(dev: Capture) -> None:
+    jobset, deployment = dev.named("bookstore-train-jobset"), dev.named("bookstore-recommender-deployment")
+    manifest = jobset.manifest()
+    jobs = replicated(manifest)
+    assert jobs["workers"]["template"]["spec"]["completions"] == 2
+    args = {n: j["template"]["spec"]["template"]["spec"]["containers"][0]["args"] for n, j in jobs.items()}
+    assert args["prepare"][0] == "generate" and args["workers"][0] == "train" and args["finish"][0] == "finish"
+    assert args["workers"][args["workers"].index("--shards") + 1] == "2"
+    assert "--wait-for-shards" in args["finish"]  # it starts with the workers (dependsOn Ready)
+    # Every step reads and writes one directory per run on the shared model store.
+    assert all(any("/models/.runs/$(RUN_NAME)" in a for a in step) for step in args.values())
+    assert jobset.urn in deployment.dependencies  # serving waits for the run (pulumi.com/waitFor)
+    validate_manifest(manifest)
+    launcher = dev.named("bookstore-retrain-cronjob").manifest()
+    assert pod_spec(launcher)["serviceAccountName"] == "bookstore-retrain-launcher"
+    launched = yaml.safe_load(dev.named("bookstore-retrain-launcher-configmap").manifest()["data"]["jobset.yaml"])
+    # The same run every night: same steps, same containers (only the names and labels differ).
+    nightly = {
+        j["name"]: j["template"]["spec"]["template"]["spec"]["containers"] for j in launched["spec"]["replicatedJobs"]
+    }
+    assert nightly == {n: j["template"]["spec"]["template"]["spec"]["containers"] for n, j in jobs.items()}
 
 
 def test_with_monitoring_the_recommender_is_scraped_and_scales_on_requests() -> None:

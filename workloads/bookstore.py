@@ -22,12 +22,12 @@ from .inference_service import Client, InferenceService, InferenceSpec
 from .model_store import ModelStore, ModelStoreArgs
 from .pod import EmptyDir
 from .retrain_schedule import RetrainSchedule, RetrainSpec
-from .training_job import TrainingJob, TrainingSpec
+from .training_job import DistributedSteps, TrainingJob, TrainingSpec
 
 if TYPE_CHECKING:
     from mlplatform.program import Platform
 
-__all__ = ["Bookstore", "deploy_bookstore", "pipeline_args", "serve_args"]
+__all__ = ["Bookstore", "deploy_bookstore", "distributed_steps", "pipeline_args", "serve_args"]
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ("python", "-m", "recommender")
@@ -39,6 +39,12 @@ REGISTRY_PATH = "/models"  # the model store claim
 WORKDIR_PATH = "/work"  # scratch: generated data and the artifact before registration
 TMP_PATH = "/tmp"
 CLIENT_LABEL = "mlplatform.io/recommender-client"
+# A distributed run's pods share its data and shards on the model store, one directory per run
+# (RUN_NAME: the JobSet's name, set in every pod), beside the registry's models.
+RUN_DIR = f"{REGISTRY_PATH}/.runs/$(RUN_NAME)"
+# The finish step starts with the workers and waits this long for their shards (a worker's
+# deadline is the run's activeDeadlineSeconds; after it the set has failed anyway).
+SHARD_WAIT_SECONDS = 3600
 # One serving core answers ~10k lookups/s (docs/benchmarks.md); a pod requests a quarter core.
 TARGET_RPS_PER_POD = 500.0
 
@@ -58,6 +64,44 @@ def pipeline_args(*, seed: int = 42, customers: int = 20_000, books: int = 5_000
         "--k", "20",
         "--min-lift", "0.1",
     ]  # fmt: skip
+
+
+def distributed_steps(
+    workers: int, *, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000
+) -> DistributedSteps:
+    """The pipeline split across ``workers``: generate once, train one shard each, then finish
+    (merge -> select -> evaluate (gate) -> register -> promote). Every step is idempotent: a
+    restarted set regenerates the same data and skips shards already written."""
+    data = f"{RUN_DIR}/data"
+    shared = [
+        "--orders", f"{data}/orders.csv",
+        "--catalog", f"{data}/catalog.csv",
+        "--shards-dir", f"{RUN_DIR}/shards",
+        "--shards", str(workers),
+        "--k", "20",
+    ]  # fmt: skip
+    return DistributedSteps(
+        prepare_args=[
+            "generate",
+            "--out", data,
+            "--seed", str(seed),
+            "--customers", str(customers),
+            "--books", str(books),
+            "--orders", str(orders),
+        ],  # fmt: skip
+        # One thread per worker: the workers are the parallelism (and their CPU request is 1).
+        worker_args=["train", *shared, "--threads", "1"],
+        finish_args=[
+            "finish",
+            *shared,
+            "--out", f"{WORKDIR_PATH}/artifact",
+            "--registry", REGISTRY_PATH,
+            "--model", MODEL,
+            "--alias", ALIAS,
+            "--min-lift", "0.1",
+            "--wait-for-shards", str(SHARD_WAIT_SECONDS),
+        ],  # fmt: skip
+    )
 
 
 def serve_args() -> list[str]:
@@ -120,6 +164,8 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         image_version=image.tag,
         command=COMMAND,
         args=pipeline_args(),
+        workers=rec.training_workers,
+        steps=distributed_steps(rec.training_workers) if rec.training_workers > 1 else None,
         queue=team.local_queue_name_value,
         cpu=rec.training_cpu,
         memory=rec.training_memory,
@@ -181,5 +227,5 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         f"kubectl --namespace {namespace} port-forward service/bookstore-recommender {PORT}:{PORT}",
     )
     pulumi.export("recommenderQuery", f"curl -s 'http://localhost:{PORT}/v1/books/<book_id>/also-bought?k=5'")
-    pulumi.export("trainingJob", f"kubectl --namespace {namespace} get workloads,jobs")
+    pulumi.export("trainingJob", f"kubectl --namespace {namespace} get workloads,jobsets,jobs")
     return Bookstore(image, store, train_job, retrain, service)

@@ -8,6 +8,8 @@ violations in the dev and eks stacks, and exactly the planted ones in a broken v
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -18,7 +20,7 @@ from mlpolicy.rules import RULES
 from mlplatform.capture import REPO_ROOT, SECRET_SIG, Capture, CapturedResource
 from tests.stacks import EKS_FROM_HERE
 
-from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, programs_distributed_objects, service, workload
+from .builders import GPU_POOL, GPU_TOLERATION, container, pod_spec, service, workload
 from .packproc import LEVELS, Diagnostic, PackProcess, capture_in_subprocess, pack_process
 
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's sentinel for an unknown string
@@ -100,15 +102,28 @@ def test_broken_variant_reports_exactly_the_planted_violations(pack: PackProcess
     assert "gets a service account token" in by_policy["ml-service-account-least-privilege"]
 
 
+def _dev_with_distributed_copies(dev: Capture) -> tuple[list[CapturedResource], list[CapturedResource]]:
+    """The dev stack with its JobSet and launcher objects as private copies the test may change."""
+    mine = ("bookstore-train-jobset", "bookstore-retrain-launcher", "bookstore-retrain-cronjob")
+    rest, copies = [], []
+    for r in dev.resources:
+        if r.name.startswith(mine):
+            copies.append(dataclasses.replace(r, inputs=copy.deepcopy(r.inputs)))
+        else:
+            rest.append(r)
+    assert {r.type.rsplit(":", 1)[1] for r in copies} >= {"JobSet", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    return rest, copies
+
+
 def test_distributed_training_and_its_launcher_pass(pack: PackProcess, dev: Capture) -> None:
-    """The program's JobSet and nightly launcher, in wire form (the launched JobSet as YAML in a ConfigMap)."""
-    distributed = [captured(r) for r in programs_distributed_objects()]
-    diagnostics = pack.analyze_all([*dev.resources, *distributed])
-    assert mandatory(diagnostics) == [], explain(diagnostics)
-    # ...and the launcher exemption is earned: its Role with one more verb fails both rules.
+    """The dev stack trains with a JobSet and retrains through a launcher (the launched JobSet as YAML
+    in a ConfigMap): no mandatory violation, and the launcher's exemption is earned."""
+    rest, distributed = _dev_with_distributed_copies(dev)
+    assert mandatory(pack.analyze_all([*rest, *distributed])) == []
+    # Its Role with one more verb fails both rules.
     role = next(r for r in distributed if r.type.endswith(":Role"))
     role.inputs["rules"][0]["verbs"].append("delete")
-    flagged = {d.policy for d in pack.analyze_all([*dev.resources, *distributed]) if d.level == "mandatory"}
+    flagged = {d.policy for d in pack.analyze_all([*rest, *distributed]) if d.level == "mandatory"}
     assert flagged == {"kueue-queue-label", "ml-service-account-least-privilege"}
 
 
@@ -117,11 +132,11 @@ def test_a_launched_manifest_unknown_during_preview_leaves_the_rest_of_the_rule_
 ) -> None:
     """In a preview the launcher's ConfigMap (it embeds the built image) may be unknown: the rule still
     flags a plain unqueued Job, and notes the launcher as not checkable yet instead of passing silently."""
-    distributed = [captured(r) for r in programs_distributed_objects()]
+    rest, distributed = _dev_with_distributed_copies(dev)
     configmap = next(r for r in distributed if r.type.endswith(":ConfigMap"))
     configmap.inputs["data"] = {"jobset.yaml": UNKNOWN_STRING}
     unqueued = captured(workload("Job", "unqueued"))
-    diagnostics = pack.analyze_all([*dev.resources, *distributed, unqueued])
+    diagnostics = pack.analyze_all([*rest, *distributed, unqueued])
     assert mandatory(diagnostics) == [("kueue-queue-label", unqueued.urn)], explain(diagnostics)
     [note] = [d for d in diagnostics if d.policy == "kueue-queue-label" and d.level == "advisory"]
     assert "during preview" in note.message and "jobset.yaml" in note.message

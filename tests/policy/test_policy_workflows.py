@@ -208,7 +208,7 @@ def test_label_selectors_select_objects_of_the_dev_stack(dev: Capture) -> None:
             continue
         namespace, selector = tokens[tokens.index("-n") + 1], tokens[tokens.index("-l") + 1]
         wanted = dict(pair.split("=", 1) for pair in selector.split(","))
-        kinds = {"job": "Job", "pods": "Pod"}
+        kinds = {"job": "Job", "jobset": "JobSet", "pods": "Pod"}
         kind = next((kinds[t] for t in tokens if t in kinds), None)
         matches = [
             m
@@ -219,13 +219,13 @@ def test_label_selectors_select_objects_of_the_dev_stack(dev: Capture) -> None:
         ]
         assert matches, f"-l {selector} in {namespace} selects nothing in the dev stack"
         selected += 1
-    assert selected >= 1  # the training Job, waited for by label
+    assert selected >= 1  # the training run (a JobSet on dev), waited for by label
 
 
 # The lifecycle, in order: each entry must match a run line after the previous one's.
 LIFECYCLE: list[tuple[str, Any]] = [
     ("up", lambda t: t[:2] == ["pulumi", "up"] and "--refresh" not in t),
-    ("training complete", lambda t: t[:1] == ["kubectl"] and "--for=condition=complete" in t and "job" in t),
+    ("training complete", lambda t: t[:1] == ["kubectl"] and "--for=condition=Completed" in t and "jobset" in t),
     ("serving ready", lambda t: t[:1] == ["kubectl"] and "rollout" in t and "status" in t),
     ("one recommendation", lambda t: "curl" in t),
     ("a second preview plans nothing", lambda t: t[:2] == ["pulumi", "preview"] and "--expect-no-changes" in t),
