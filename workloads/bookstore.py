@@ -80,28 +80,26 @@ def distributed_steps(
         "--shards", str(workers),
         "--k", "20",
     ]  # fmt: skip
-    return DistributedSteps(
-        prepare_args=[
-            "generate",
-            "--out", data,
-            "--seed", str(seed),
-            "--customers", str(customers),
-            "--books", str(books),
-            "--orders", str(orders),
-        ],  # fmt: skip
-        # One thread per worker: the workers are the parallelism (and their CPU request is 1).
-        worker_args=["train", *shared, "--threads", "1"],
-        finish_args=[
-            "finish",
-            *shared,
-            "--out", f"{WORKDIR_PATH}/artifact",
-            "--registry", REGISTRY_PATH,
-            "--model", MODEL,
-            "--alias", ALIAS,
-            "--min-lift", "0.1",
-            "--wait-for-shards", str(SHARD_WAIT_SECONDS),
-        ],  # fmt: skip
-    )
+    prepare = [
+        "generate",
+        "--out", data,
+        "--seed", str(seed),
+        "--customers", str(customers),
+        "--books", str(books),
+        "--orders", str(orders),
+    ]  # fmt: skip
+    finish = [
+        "finish",
+        *shared,
+        "--out", f"{WORKDIR_PATH}/artifact",
+        "--registry", REGISTRY_PATH,
+        "--model", MODEL,
+        "--alias", ALIAS,
+        "--min-lift", "0.1",
+        "--wait-for-shards", str(SHARD_WAIT_SECONDS),
+    ]  # fmt: skip
+    # One thread per worker: the workers are the parallelism (and their CPU request is 1).
+    return DistributedSteps(worker_args=["train", *shared, "--threads", "1"], finish_args=finish, prepare_args=prepare)
 
 
 def serve_args() -> list[str]:
