@@ -17,6 +17,7 @@ import numpy as np
 
 from recommender import __version__
 from recommender.errors import InputError
+from recommender.files import write_atomic
 from recommender.hashing import content_digest
 from recommender.model import MODEL_FILE, ItemKNN
 
@@ -55,7 +56,9 @@ def write_artifact(
     meta["content_sha256"] = digest
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory, extra={"item_ids": ids})
-    (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    # Each file is replaced whole; a crash between the two leaves a checksum mismatch that
+    # `register` refuses, and a retried step rewrites both.
+    write_atomic(directory / METADATA_FILE, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return digest
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from recommender.artifact import load_artifact, read_metadata, write_artifact
-from recommender.data import DataIdentity, load_interactions
+from recommender.cpuclock import cpu_timer
+from recommender.datacache import DataIdentity, load_interactions
 from recommender.errors import InputError
 from recommender.evaluate import check_gate, evaluate, split_last
 from recommender.model import ItemKNN
@@ -80,16 +81,17 @@ def train(
     identity = DataIdentity.of(orders, catalog)
     data = load_interactions(orders, catalog, identity)
     t1 = time.perf_counter()
-    cpu = time.process_time()
+    clock = cpu_timer()
     matrix = data.matrix()
     model.fit(matrix, progress=progress_log(log))
-    t2, cpu = time.perf_counter(), time.process_time() - cpu
+    fit = clock()
     dataset = {"customers": data.n_users, "books": data.n_items, "orders": int(data.users.size),
                "purchases": int(matrix.nnz)}  # fmt: skip
-    timings = {"read_seconds": round(t1 - t0, 3), "fit_seconds": round(t2 - t1, 3), "fit_cpu_seconds": round(cpu, 3)}
+    timings = {"read_seconds": round(t1 - t0, 3), **fit}
     digest = write_artifact(out, model, data.item_ids, training_metadata(identity, dataset, model, timings))
     if log:
-        log(f"train: {data.n_items} books, {matrix.nnz} purchases, fit {t2 - t1:.2f}s -> {out} ({digest[:12]})")
+        log(f"train: {data.n_items} books, {matrix.nnz} purchases, fit {fit['fit_seconds']:.2f}s -> {out}"
+            f" ({digest[:12]})")
     return read_metadata(out)
 
 

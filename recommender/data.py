@@ -3,50 +3,65 @@
 Any CSV with a header holding `customer_id` and `book_id` (ids are strings) and optionally
 `ordered_at` (ISO 8601) is accepted, not only generated ones.
 
-Parsing a large CSV costs far more than training on it (5.6M orders: ~15 s against a ~4 s
-fit), and in a distributed run every worker reads the same files. `load_interactions`
-therefore keeps the parsed arrays next to the CSV, in `.recommender-cache/`, under the SHA-256
-of the CSV bytes: a changed file never meets a stale cache. `generate` writes that cache
-directly, so workers of a generated data set never parse at all.
+`recommender.datacache` keeps what this module parses and builds, so it is done once.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.errors import InputError
-from recommender.files import write_npz
-from recommender.hashing import canonical_json, sha256_bytes, sha256_file
 
-__all__ = ["DataIdentity", "Interactions", "load_interactions", "read_catalog_ids", "read_orders", "write_cache"]
+__all__ = ["Interactions", "PurchaseIndex", "read_catalog_ids", "read_orders"]
 
 REQUIRED = ("customer_id", "book_id")
-CACHE_DIR = ".recommender-cache"
-CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class DataIdentity:
-    """The content of the input files: what a model, a shard and the parse cache are keyed by."""
+class PurchaseIndex:
+    """All orders' binary customer x book matrix, and the entry of each order in it.
 
-    orders_sha256: str
-    catalog_sha256: str | None
+    Building a matrix sorts the orders (~0.2 s per million); with this index, the matrix of
+    any subset of orders (a train split) is one pass that keeps the entries they hit.
+    """
+
+    matrix: sp.csr_matrix  # canonical: sorted columns, no repeats, every value 1
+    entry: np.ndarray  # int64 per order: its position in matrix.indices
 
     @classmethod
-    def of(cls, orders: Path, catalog: Path | None = None) -> DataIdentity:
-        for path, flag in ((orders, "--orders"), (catalog, "--catalog")):
-            if path is not None and not path.is_file():
-                raise InputError(f"{flag}: file not found: {path} (pass an existing CSV)")
-        return cls(sha256_file(orders), sha256_file(catalog) if catalog is not None else None)
+    def build(cls, data: Interactions) -> PurchaseIndex:
+        m = data.matrix() if data.index is None else data.index.matrix
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        keys = rows * m.shape[1] + m.indices  # increasing: rows in order, sorted columns
+        entry = np.searchsorted(keys, data.users * m.shape[1] + data.items)
+        return cls(m, entry)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"orders_sha256": self.orders_sha256, "catalog_sha256": self.catalog_sha256}
+    def valid_for(self, data: Interactions) -> bool:
+        """Consistent with these orders (a damaged cache must never pass)."""
+        m, e = self.matrix, self.entry
+        if m.shape != (data.n_users, data.n_items) or e.shape != data.users.shape or m.indptr[-1] != m.indices.size:
+            return False
+        if e.size and (e.min() < 0 or e.max() >= m.indices.size):
+            return False
+        if not m.has_canonical_format:
+            return False
+        rows_ok = (m.indptr[data.users] <= e) & (e < m.indptr[data.users + 1])
+        return bool(rows_ok.all() and (m.indices[e] == data.items).all())
+
+    def select(self, mask: np.ndarray | None) -> sp.csr_matrix:
+        if mask is None:
+            return self.matrix.copy()
+        keep = np.zeros(self.matrix.indices.size, dtype=bool)
+        keep[self.entry[mask]] = True
+        kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+        indptr = kept[self.matrix.indptr].astype(self.matrix.indptr.dtype)
+        indices = self.matrix.indices[keep]
+        return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr), shape=self.matrix.shape)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,8 @@ class Interactions:
     users: np.ndarray  # int64 code per order
     items: np.ndarray  # int64 code per order
     ordered_at: np.ndarray | None  # datetime64[s] per order when the file has timestamps
+    # Set when the parse cache had one: matrix() then selects instead of building.
+    index: PurchaseIndex | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -69,6 +86,8 @@ class Interactions:
 
     def matrix(self, mask: np.ndarray | None = None) -> sp.csr_matrix:
         """Binary customer x book CSR matrix (float32) of the selected orders."""
+        if self.index is not None:
+            return self.index.select(mask)
         users, items = (self.users, self.items) if mask is None else (self.users[mask], self.items[mask])
         m = sp.csr_matrix(
             (np.ones(users.size, dtype=np.float32), (users, items)),
@@ -158,51 +177,3 @@ def read_orders(path: Path, catalog: Path | None = None) -> Interactions:
     times = _parse_times(cols["ordered_at"], path) if "ordered_at" in cols else None
     return Interactions(user_ids, item_ids, users.astype(np.int64), items.astype(np.int64), times)
 
-
-def _cache_path(orders: Path, identity: DataIdentity) -> Path:
-    key = sha256_bytes(canonical_json({"format": CACHE_FORMAT, **identity.as_dict()}))
-    return orders.parent / CACHE_DIR / f"interactions-{key[:32]}.npz"
-
-
-def write_cache(orders: Path, identity: DataIdentity, data: Interactions) -> None:
-    """Keep parsed orders for the next reader; best effort (a read-only directory only costs time)."""
-    path = _cache_path(orders, identity)
-    times = data.ordered_at
-    arrays = {
-        "user_ids": data.user_ids, "item_ids": data.item_ids, "users": data.users, "items": data.items,
-        "ordered_at": np.zeros(0, dtype=np.int64) if times is None else times.astype(np.int64),
-        "has_times": np.array(times is not None),
-    }  # fmt: skip
-    try:
-        path.parent.mkdir(exist_ok=True)
-        write_npz(path, arrays)
-    except OSError:
-        pass
-
-
-def _read_cache(path: Path) -> Interactions | None:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            a = {k: npz[k] for k in npz.files}
-        times = a["ordered_at"].astype("datetime64[s]") if bool(a["has_times"]) else None
-        data = Interactions(a["user_ids"], a["item_ids"], a["users"], a["items"], times)
-    except Exception:  # missing, damaged or from another layout: parse the CSV instead
-        return None
-    n = data.users.shape
-    if data.items.shape != n or (times is not None and times.shape != n) or data.users.dtype != np.int64:
-        return None
-    if n[0] and (data.users.max() >= data.n_users or data.items.max() >= data.n_items):
-        return None
-    return data
-
-
-def load_interactions(orders: Path, catalog: Path | None = None, identity: DataIdentity | None = None) -> Interactions:
-    """`read_orders` through the parse cache (see the module docstring)."""
-    identity = identity or DataIdentity.of(orders, catalog)
-    path = _cache_path(orders, identity)
-    cached = _read_cache(path) if path.is_file() else None
-    if cached is not None:
-        return cached
-    data = read_orders(orders, catalog)
-    write_cache(orders, identity, data)
-    return data

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.data import DataIdentity, Interactions, write_cache
+from recommender.data import Interactions
+from recommender.datacache import DataIdentity, write_cache
 from recommender.errors import InputError
 from recommender.files import write_atomic
 from recommender.hashing import sha256_file

@@ -18,7 +18,7 @@ from typing import Any
 
 from recommender.artifact import write_artifact
 from recommender.commands import Log, peak_memory_mib, progress_log, stderr_log, training_metadata
-from recommender.data import DataIdentity, load_interactions
+from recommender.datacache import DataIdentity, load_interactions
 from recommender.datagen import DatasetSpec, generate
 from recommender.errors import InputError
 from recommender.evaluate import check_gate, evaluate, split_last, split_validation

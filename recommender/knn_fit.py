@@ -29,7 +29,7 @@ from itertools import pairwise
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.topk import csr_topk
+from recommender.topk import csr_from_triples, csr_rows, csr_topk
 
 __all__ = ["block_product", "top_k_neighbours"]
 
@@ -82,16 +82,18 @@ def _merge(idx: np.ndarray, val: np.ndarray, handed: list[tuple[np.ndarray, np.n
     rows = np.concatenate([h[0] for h in handed])
     if rows.size == 0:
         return
-    targets = np.unique(rows)
-    local = np.searchsorted(targets, rows)
+    present = np.zeros(idx.shape[0], dtype=bool)
+    present[rows] = True
+    targets = np.flatnonzero(present)
+    local = (np.cumsum(present) - 1)[rows]
     old_idx, old_val = idx[targets], val[targets]
     valid = old_idx >= 0
-    m = sp.csr_matrix(
-        (np.concatenate([old_val[valid], *[h[2] for h in handed]]),
-         (np.concatenate([np.repeat(np.arange(targets.size), valid.sum(axis=1)), local]),
-          np.concatenate([old_idx[valid], *[h[1] for h in handed]]))),
-        shape=(targets.size, idx.shape[0]),
-    )  # fmt: skip
+    m = csr_from_triples(
+        np.concatenate([np.repeat(np.arange(targets.size), valid.sum(axis=1)), local]),
+        np.concatenate([old_idx[valid], *[h[1] for h in handed]]),
+        np.concatenate([old_val[valid], *[h[2] for h in handed]]),
+        (targets.size, idx.shape[0]),
+    )
     idx[targets], val[targets] = csr_topk(m, idx.shape[1])
 
 
@@ -169,14 +171,14 @@ def top_k_neighbours(
 
     def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 1: rows of the shard against its columns [a, e)
-        prod = block_product(wt[lo:hi], wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())))
+        prod = block_product(csr_rows(wt, lo, hi), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())))
         store(lo, hi, csr_topk(prod, k, exclude_col_offset=lo - a))
         if s0 > a:
             hand_back(prod, lo, slice(a, s0))
 
     def foreign(wr_ab: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 2: earlier shards' rows against the shard's columns [a, b)
-        prod = block_product(wt[lo:hi], wr_ab, int(np.ceil(work[lo:hi].sum())))
+        prod = block_product(csr_rows(wt, lo, hi), wr_ab, int(np.ceil(work[lo:hi].sum())))
         store(lo, hi, csr_topk(prod, k))
         hand_back(prod, lo, slice(a, b))
 

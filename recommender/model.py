@@ -28,9 +28,13 @@ MODEL_FILE = "model.npz"
 ProgressFn = Callable[[int, int], None]
 
 
-def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_matrix:
-    """Customer x book weights whose book-column dot products are the similarity."""
-    w = x.tocsc().astype(np.float32, copy=False)  # tocsc already copies
+def _weight(
+    x: sp.csr_matrix, similarity: str, k1: float, b: float, csc: sp.csc_matrix | None = None
+) -> sp.csc_matrix:
+    """Customer x book weights whose book-column dot products are the similarity (x binary;
+    `csc`, if given, is x.tocsc(), computed once for several similarities)."""
+    w = csc.copy() if csc is not None else x.tocsc()  # a fresh matrix: weighed in place below
+    w = w.astype(np.float32, copy=False)
     n_items = x.shape[1]
     per_book = np.diff(w.indptr)
     if similarity in ("bm25", "tfidf"):
@@ -46,9 +50,14 @@ def _weight(x: sp.csr_matrix, similarity: str, k1: float, b: float) -> sp.csc_ma
         length_norm = (1 - b) + b * item_deg / max(avg, 1e-9)
         w.data = w.data * (k1 + 1) / (k1 * np.repeat(length_norm, per_book) + 1.0)
     else:
-        # Column L2 norms from a running sum of squares (no temporary sparse matrix).
-        sq = np.concatenate(([0.0], np.cumsum(np.square(w.data, dtype=np.float64))))
-        norms = np.sqrt(sq[w.indptr[1:]] - sq[w.indptr[:-1]])
+        if similarity == "cosine":
+            # Every weight is 1: a column's sum of squares is its length (what the general
+            # path computes too, exactly), without a pass over the non-zeros.
+            norms = np.sqrt(per_book.astype(np.float64))
+        else:
+            # Column L2 norms from a running sum of squares (no temporary sparse matrix).
+            sq = np.concatenate(([0.0], np.cumsum(np.square(w.data, dtype=np.float64))))
+            norms = np.sqrt(sq[w.indptr[1:]] - sq[w.indptr[:-1]])
         norms[norms == 0] = 1.0
         w.data /= np.repeat(norms.astype(np.float32), per_book)  # divide: reciprocals round differently
     return w
@@ -93,13 +102,14 @@ class ItemKNN:
 
     # -- training -------------------------------------------------------------------------
 
-    def weights(self, user_items: sp.spmatrix) -> sp.csc_matrix:
+    def weights(self, user_items: sp.spmatrix, *, csc: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """Customer x book weights whose column dot products are the similarity (any non-zero
-        counts as one purchase). Shards call this too, so every shard weighs alike."""
+        counts as one purchase). Shards call this too, so every shard weighs alike; they pass
+        `csc` = the binary matrix's tocsc(), shared by the similarities of a split."""
         x = sp.csr_matrix(user_items, dtype=np.float32)
         x.sum_duplicates()
         x.data[:] = 1.0
-        return _weight(x, self.similarity, self.bm25_k1, self.bm25_b)
+        return _weight(x, self.similarity, self.bm25_k1, self.bm25_b, csc)
 
     def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
         """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""

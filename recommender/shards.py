@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -30,14 +29,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender import __version__
-from recommender.data import DataIdentity, Interactions
+from recommender.cpuclock import cpu_timer
+from recommender.data import Interactions
+from recommender.datacache import DataIdentity
 from recommender.errors import InputError
 from recommender.evaluate import holdout_masks
 from recommender.files import write_npz
 from recommender.hashing import canonical_json, sha256_bytes
 from recommender.knn_fit import top_k_neighbours
 from recommender.model import SIMILARITIES, ItemKNN
-from recommender.topk import csr_topk
+from recommender.topk import csr_from_triples, csr_topk
 
 __all__ = ["SPLITS", "MergedFits", "ShardPlan", "compute_shard", "merge_shards", "parse_shard", "shard_path",
            "shard_rows", "verify_shard"]  # fmt: skip
@@ -143,12 +144,14 @@ def compute_shard(
     a, b = shard_rows(n, index, count)
     stored = b if b > a else 0  # rows [0, a) earlier books' lists, then [a, b) the shard's own
     arrays: dict[str, np.ndarray] = {"item_ids": data.item_ids}
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    clock = cpu_timer()
     matrices = split_matrices(data, plan)
     fits = plan.fits()
+    transposed: dict[str, sp.csc_matrix] = {}
     for done, (split, sim) in enumerate(fits, start=1):
         model = ItemKNN(K=plan.kmax, similarity=sim, bm25_k1=plan.bm25_k1, bm25_b=plan.bm25_b)
-        w = model.weights(matrices[split])
+        csc = transposed.setdefault(split, matrices[split].tocsc())
+        w = model.weights(matrices[split], csc=csc)
         arrays.setdefault(f"popularity.{split}", np.diff(w.indptr).astype(np.int64))
         idx, val = top_k_neighbours(w, plan.kmax, threads=threads, rows=(a, b))
         arrays[f"idx.{split}.{sim}"], arrays[f"val.{split}.{sim}"] = idx[:stored], val[:stored]
@@ -161,8 +164,7 @@ def compute_shard(
         "n_items": n,
         "dataset": {"customers": data.n_users, "books": n, "orders": int(data.users.size),
                     "purchases": int(matrices["all"].nnz)},
-        "timings": {"fit_cpu_seconds": round(time.process_time() - cpu0, 3),
-                    "fit_seconds": round(time.perf_counter() - wall0, 3)},
+        "timings": clock(),
     }  # fmt: skip
     return arrays, header
 
@@ -231,8 +233,14 @@ def _fit_arrays(npz: Any, path: Path, header: dict[str, Any], plan: ShardPlan, s
     shape = (header["stored_rows"], plan.kmax)
     if idx.shape != shape or val.shape != shape or idx.dtype != np.int32 or val.dtype != np.float32:
         raise InputError(f"shard file {path} is corrupt: {split}/{sim} arrays are {idx.shape}, expected {shape}")
-    if idx.size and (idx.max() >= header["n_items"] or idx.min() < -1):
-        raise InputError(f"shard file {path} is corrupt: neighbours point outside the catalogue")
+    # Lists must lie in the columns this shard computes: its own books' in [0, b), earlier
+    # books' in [a, b); with distinct entries. Then merging never sees a pair twice.
+    a, b = header["rows"]
+    lo = np.where(np.arange(idx.shape[0]) < a, a, 0)[:, None]
+    ok = (idx == -1) | ((idx >= lo) & (idx < b))
+    srt = np.sort(idx, axis=1)
+    if not ok.all() or ((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any():
+        raise InputError(f"shard file {path} is corrupt: {split}/{sim} neighbours outside the shard's books")
     return idx, val
 
 
@@ -330,11 +338,8 @@ def _merge_fit(parts: list[tuple[dict[str, Any], np.ndarray, np.ndarray]], n: in
         rows.append(np.repeat(np.arange(idx.shape[0]), ok.sum(axis=1)))
         cols.append(idx[ok])
         vals.append(val[ok])
-    total = sum(c.size for c in cols)
-    m = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    if m.nnz != total:  # a pair from two shards: the files do not come from one partition
-        raise InputError(f"shards {', '.join(map(str, paths))} overlap: some pair of books appears twice")
-    return csr_topk(m, k)
+    # `_fit_arrays` checked each list stays in its shard's columns, so no pair comes twice.
+    return csr_topk(csr_from_triples(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), (n, n)), k)
 
 
 def merge_shards(directory: Path, identity: DataIdentity, plan: ShardPlan, count: int) -> MergedFits:

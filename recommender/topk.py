@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["csr_topk"]
+__all__ = ["csr_from_triples", "csr_rows", "csr_topk"]
 
 _PAD_BUDGET = 1 << 21  # elements per padded block (8 MiB of float32)
 _SAMPLE = 512  # entries sampled per long row to bound its k-th largest value from below
@@ -44,6 +44,30 @@ def _prefilter(m: sp.csr_matrix, need: int) -> sp.csr_matrix:
     kept = np.flatnonzero(m.data >= np.repeat(bound, lens))
     indptr = np.searchsorted(kept, m.indptr)
     return sp.csr_matrix((m.data[kept], m.indices[kept], indptr), shape=m.shape)
+
+
+def csr_from_triples(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR of (row, col, value) triples with no repeated (row, col), grouped by row in one
+    counting pass. Columns stay in input order within a row: `csr_topk` does not need them
+    sorted, so the sort scipy's constructor does would be wasted."""
+    try:
+        from scipy.sparse._sparsetools import coo_tocsr
+    except ImportError:  # pragma: no cover - scipy internals changed; correct, just slower
+        return sp.csr_matrix((vals, (rows, cols)), shape=shape)
+    idx_dtype = np.int32 if max(shape) < np.iinfo(np.int32).max and rows.size < np.iinfo(np.int32).max else np.int64
+    indptr = np.empty(shape[0] + 1, dtype=idx_dtype)
+    indices = np.empty(rows.size, dtype=idx_dtype)
+    data = np.empty(rows.size, dtype=vals.dtype)
+    coo_tocsr(shape[0], shape[1], rows.size, rows.astype(idx_dtype, copy=False), cols.astype(idx_dtype, copy=False),
+              vals, indptr, indices, data)  # fmt: skip
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+def csr_rows(m: sp.csr_matrix, start: int, stop: int) -> sp.csr_matrix:
+    """Rows [start, stop) as views of `m`'s arrays (scipy's slicing copies them)."""
+    p0, p1 = int(m.indptr[start]), int(m.indptr[stop])
+    return sp.csr_matrix((m.data[p0:p1], m.indices[p0:p1], m.indptr[start : stop + 1] - p0),
+                         shape=(stop - start, m.shape[1]))  # fmt: skip
 
 
 def csr_topk(
@@ -91,8 +115,16 @@ def _rank(vals: np.ndarray, cols: np.ndarray, own: np.ndarray | None, k: int) ->
     """Sort candidates best first (ties by column), drop `own` columns and non-positive values."""
     if own is not None:
         vals = np.where(cols == own[:, None], 0.0, vals)
-    vals = np.where(cols >= 0, vals, 0.0)
-    srt = np.lexsort((cols, -vals), axis=1)
+    vals = np.where((cols >= 0) & (vals > 0), vals, 0.0)  # also turns -0.0 and NaN into +0.0
+    if vals.dtype == np.float32 and cols.size and cols.max() < 2**32 - 1:
+        # One uint64 key per entry, sorted once (~3x faster than lexsort on two keys): the bits of a
+        # non-negative float32 order like its value, so their complement sorts it descending, and
+        # the column breaks ties ascending. Zeros (not candidates) may order differently; they are dropped.
+        key = (~vals.view(np.uint32)).astype(np.uint64) << np.uint64(32)
+        key |= cols.astype(np.uint32)
+        srt = np.argsort(key, axis=1)
+    else:
+        srt = np.lexsort((cols, -vals), axis=1)
     vals = np.take_along_axis(vals, srt, axis=1)[:, :k]
     cols = np.take_along_axis(cols, srt, axis=1)[:, :k]
     valid = vals > 0

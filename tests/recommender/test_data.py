@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender import data as data_module
-from recommender.data import CACHE_DIR, Interactions, load_interactions, read_orders
+from recommender import datacache
+from recommender.data import Interactions, PurchaseIndex, read_orders
+from recommender.datacache import CACHE_DIR, load_interactions
 from recommender.datagen import DatasetSpec, generate
 from recommender.errors import InputError
 
@@ -112,6 +113,8 @@ def _same(a: Interactions, b: Interactions) -> None:
         assert (x is None) == (y is None), name
         if x is not None:
             assert x.dtype == y.dtype and np.array_equal(x, y), name
+    ma, mb = a.matrix(), b.matrix()  # one of them may come from the cache's stored matrix
+    assert ma.dtype == mb.dtype and (ma != mb).nnz == 0 and np.array_equal(ma.indices, mb.indices)
 
 
 def test_generate_writes_the_parse_cache_as_parsing_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,8 +125,10 @@ def test_generate_writes_the_parse_cache_as_parsing_would(tmp_path: Path, monkey
     def no_parsing(*_: object) -> None:
         raise AssertionError("parsed the CSV although generate wrote the cache")
 
-    monkeypatch.setattr(data_module, "read_orders", no_parsing)
-    _same(load_interactions(orders, catalog), parsed)
+    monkeypatch.setattr(datacache, "read_orders", no_parsing)
+    cached = load_interactions(orders, catalog)
+    assert cached.index is not None  # the stored matrix and index, not rebuilt from the orders
+    _same(cached, parsed)
 
 
 def test_parse_cache_follows_the_file_content(tmp_path: Path) -> None:
@@ -138,3 +143,23 @@ def test_parse_cache_follows_the_file_content(tmp_path: Path) -> None:
     new.write_bytes(b"garbage")
     assert load_interactions(o).item_ids.tolist() == ["b1", "b2"]
     assert new.read_bytes() != b"garbage"
+
+
+def test_purchase_index_selects_the_matrix_building_would(tmp_path: Path) -> None:
+    generate(DatasetSpec(seed=6, customers=200, books=40, orders=3000), tmp_path)
+    orders, catalog = tmp_path / "orders.csv", tmp_path / "catalog.csv"
+    cached, parsed = load_interactions(orders, catalog), read_orders(orders, catalog)
+    assert cached.index is not None and parsed.index is None
+    rng = np.random.default_rng(0)
+    for mask in (rng.random(parsed.users.size) < p for p in (0.0, 0.3, 0.9, 1.0)):
+        got, want = cached.matrix(mask), parsed.matrix(mask)
+        assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+        assert got.data.dtype == np.float32 and (got.data == 1).all()
+
+
+def test_an_inconsistent_index_is_not_trusted(tmp_path: Path) -> None:
+    o = _write(tmp_path / "o.csv", "customer_id,book_id\nc1,b1\nc1,b2\nc2,b2\n")
+    data = load_interactions(o)
+    assert data.index is not None and data.index.valid_for(data)
+    broken = PurchaseIndex(data.index.matrix, data.index.entry[::-1].copy())  # entries of other orders
+    assert not broken.valid_for(data)

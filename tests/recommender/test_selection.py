@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from recommender import selection
-from recommender.data import DataIdentity, Interactions, read_orders
+from recommender.data import Interactions, read_orders
+from recommender.datacache import DataIdentity
 from recommender.errors import InputError
 from recommender.evaluate import holdout_masks, score, split_last, split_validation
 from recommender.model import ItemKNN

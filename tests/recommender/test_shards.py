@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from recommender import knn_fit, shards
 from recommender.cli import main
-from recommender.data import DataIdentity, read_orders
+from recommender.data import read_orders
+from recommender.datacache import DataIdentity
 from recommender.registry import Registry
 from recommender.shards import ShardPlan, compute_shard, merge_shards, shard_rows, write_shard
 from tests.recommender.conftest import random_purchases

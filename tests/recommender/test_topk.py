@@ -21,7 +21,7 @@ def _reference(dense: np.ndarray, k: int, offset: int | None) -> list[list[tuple
 @settings(max_examples=60, deadline=None)
 @given(
     dense=arrays(np.float32, st.tuples(st.integers(1, 12), st.integers(1, 30)),
-                 elements=st.sampled_from([0.0, 0.0, 0.5, 1.0, 0.25, 2.0])),
+                 elements=st.sampled_from([0.0, 0.0, 0.5, 1.0, 0.25, 2.0, -1.0, -0.0])),
     k=st.integers(1, 8),
     offset=st.one_of(st.none(), st.integers(0, 3)),
 )  # fmt: skip
