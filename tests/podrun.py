@@ -1,11 +1,13 @@
 """A rendered workload's pod, read as the kubelet would run it, and turned into `docker run`.
 
 Pure functions only (no Docker, no files): the container tier (``tests/container_tier.py``) runs
-what they return, and ``tests/test_podrun.py`` checks them offline. Workloads are found by kind
-and labels, never by ``metadata.name`` (the training Job's name is derived from its content).
-A kind is supported once ``POD_TEMPLATES`` says where its pod template lives and ``NETWORK``
-what network its pods get; a field the tier cannot reproduce is refused with its path, never
-silently dropped.
+what they return, the contract test (``tests/test_contract.py``) runs the same as processes, and
+``tests/test_podrun.py`` checks them offline. Workloads are found by kind and labels, never by
+``metadata.name`` (the training run's name is derived from its content). A pod is the one its
+controllers create (``tests/k8s_env.py``): a JobSet's labels, an Indexed Job's completion index,
+the environment the kubelet resolves and ``$(VAR)`` expanded in command and args. A kind is
+supported once ``POD_TEMPLATES`` says where its pod templates live and ``NETWORK`` what network
+its pods get; a field the tier cannot reproduce is refused with its path, never silently dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform.quantity import parse_quantity
+from tests.k8s_env import (
+    COMPLETION_INDEX_KEY,
+    EnvError,
+    container_env,
+    expand_command,
+    indexed_pod,
+    jobset_pod_metadata,
+)
 
 __all__ = [
     "NETWORK",
@@ -40,17 +50,20 @@ class UnsupportedError(ValueError):
     """A manifest field the container tier cannot reproduce faithfully."""
 
 
-# Where each kind keeps its pod template. A JobSet (several replicated Jobs) would return one
-# template per replicated job; ``container_run`` then takes the one it is asked for.
+# Where each kind keeps its pod templates: the spec holding each ``template`` (a Job's also holds
+# its deadline and completion mode). A JobSet has one per replicated job, in order;
+# ``container_run`` takes the one it is asked for.
 POD_TEMPLATES: dict[str, Callable[[Mapping[str, Any]], list[Mapping[str, Any]]]] = {
-    "Job": lambda m: [m["spec"]["template"]],
-    "CronJob": lambda m: [m["spec"]["jobTemplate"]["spec"]["template"]],
-    "Deployment": lambda m: [m["spec"]["template"]],
+    "Job": lambda m: [m["spec"]],
+    "CronJob": lambda m: [m["spec"]["jobTemplate"]["spec"]],
+    "Deployment": lambda m: [m["spec"]],
+    "JobSet": lambda m: [rj["template"]["spec"] for rj in m["spec"]["replicatedJobs"]],
 }
 # The network a pod of each kind gets. Training reads and writes only its volumes (the namespace
-# denies all traffic but DNS), so it runs with none: a download slipped into it fails here.
-# Servers get a bridge whose declared ports are published on the host's loopback only.
-NETWORK: dict[str, str] = {"Job": "none", "CronJob": "none", "Deployment": "bridge"}
+# denies all traffic but DNS; a JobSet's workers share files, not a network), so it runs with
+# none: a download slipped into it fails here. Servers get a bridge whose declared ports are
+# published on the host's loopback only.
+NETWORK: dict[str, str] = {"Job": "none", "CronJob": "none", "JobSet": "none", "Deployment": "bridge"}
 
 
 def find_workload(objects: Iterable[Mapping[str, Any]], *, kind: str, name: str, component: str) -> Mapping[str, Any]:
@@ -71,7 +84,8 @@ def find_workload(objects: Iterable[Mapping[str, Any]], *, kind: str, name: str,
 
 @dataclass(frozen=True)
 class Volume:
-    """A mounted volume: a claim (shared by every pod naming it) or a pod's own emptyDir."""
+    """A mounted volume: a claim (shared by every pod naming it), a pod's own emptyDir, or a
+    ConfigMap (read only; its content is not available here, so such a pod is not run)."""
 
     name: str
     mount_path: str
@@ -79,6 +93,7 @@ class Volume:
     claim: str | None = None  # persistentVolumeClaim.claimName; None for an emptyDir
     size_limit_bytes: int | None = None  # emptyDir.sizeLimit
     memory: bool = False  # emptyDir.medium: Memory (a tmpfs)
+    config_map: str | None = None  # configMap.name
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,11 @@ class ContainerRun:
     volumes: tuple[Volume, ...]
     network: str
     deadline_seconds: int | None  # activeDeadlineSeconds
+    step: str | None  # the JobSet's replicated job; None for other kinds
+    index: int | None  # the completion index of an Indexed Job's pod
+    pod_labels: Mapping[str, str]  # as the controllers set them
+    service_account: str
+    service_account_token: bool  # automountServiceAccountToken (unset: Kubernetes mounts one)
 
     def flag(self, name: str) -> str:
         """The value after ``name`` in the container's args."""
@@ -169,6 +189,9 @@ def _volumes(pod: Mapping[str, Any], container: Mapping[str, Any], where: str) -
             volumes.append(
                 Volume(mount["name"], mount["mountPath"], read_only or bool(claim.get("readOnly")), claim["claimName"])
             )
+        elif "configMap" in source:
+            # The kubelet mounts a ConfigMap read only whatever the mount says.
+            volumes.append(Volume(mount["name"], mount["mountPath"], True, config_map=source["configMap"]["name"]))
         elif "emptyDir" in source:
             empty = source["emptyDir"] or {}
             medium = empty.get("medium", "")
@@ -179,7 +202,7 @@ def _volumes(pod: Mapping[str, Any], container: Mapping[str, Any], where: str) -
         else:
             kinds = sorted(set(source) - {"name"})
             raise UnsupportedError(
-                f"{at}: volume type {kinds} is not supported (only persistentVolumeClaim and emptyDir)"
+                f"{at}: volume type {kinds} is not supported (only persistentVolumeClaim, emptyDir and configMap)"
             )
     return tuple(volumes)
 
@@ -212,16 +235,54 @@ def _probes(container: Mapping[str, Any], ports: Mapping[str, int], where: str) 
     return tuple(probes)
 
 
-def container_run(manifest: Mapping[str, Any], container: str | None = None, template: int = 0) -> ContainerRun:
-    """How the kubelet would run ``container`` (the only one, by default) of the workload's pod."""
+def _pod(
+    kind: str,
+    manifest: Mapping[str, Any],
+    holder: Mapping[str, Any],
+    template: int,
+    index: int,
+    restarts: int,
+    where: str,
+) -> dict[str, Any]:
+    """The pod its controllers create from the template: labels, annotations, injected env."""
+    pod_template = holder["template"]
+    if kind == "JobSet":
+        metadata = jobset_pod_metadata(manifest, manifest["spec"]["replicatedJobs"][template], restarts=restarts)
+    else:
+        own = pod_template.get("metadata") or {}
+        metadata = {
+            "namespace": manifest["metadata"].get("namespace", "default"),
+            "labels": dict(own.get("labels") or {}),
+            "annotations": dict(own.get("annotations") or {}),
+        }
+    pod = {"metadata": metadata, "spec": pod_template["spec"]}
+    if kind != "Deployment" and holder.get("completionMode") == "Indexed":
+        try:
+            return indexed_pod(holder, pod, index)
+        except ValueError as err:
+            raise UnsupportedError(f"{where}: {err}") from err
+    if index != 0:
+        raise UnsupportedError(f"{where}: pod index {index} given, but the {kind}'s pods are not Indexed")
+    return pod
+
+
+def container_run(
+    manifest: Mapping[str, Any], container: str | None = None, template: int = 0, *, index: int = 0, restarts: int = 0
+) -> ContainerRun:
+    """How the kubelet would run ``container`` (the only one, by default) of the workload's pod:
+    of its ``template``-th pod template (a JobSet's replicated job), the pod of completion
+    ``index`` (an Indexed Job), in restart attempt ``restarts`` (a JobSet's)."""
     kind = manifest.get("kind", "")
     if kind not in POD_TEMPLATES:
         raise UnsupportedError(
             f"kind {kind!r} is not supported by the container tier (supported: {sorted(POD_TEMPLATES)})"
         )
     workload = manifest["metadata"].get("labels", {}).get(NAME_LABEL) or manifest["metadata"]["name"]
-    pod = POD_TEMPLATES[kind](manifest)[template]["spec"]
-    where = f"{kind} {workload}: pod"
+    holder = POD_TEMPLATES[kind](manifest)[template]
+    step = manifest["spec"]["replicatedJobs"][template]["name"] if kind == "JobSet" else None
+    where = f"{kind} {workload}{'/' + step if step else ''}: pod"
+    pod_object = _pod(kind, manifest, holder, template, index, restarts, where)
+    pod = pod_object["spec"]
     for key in _POD_FIELDS_REFUSED:
         if pod.get(key):
             raise UnsupportedError(f"{where}.{key} is not supported by the container tier")
@@ -239,11 +300,11 @@ def container_run(manifest: Mapping[str, Any], container: str | None = None, tem
     def setting(key: str) -> Any:  # the container's securityContext wins over the pod's
         return sc.get(key, pod_sc.get(key))
 
-    env = {}
-    for entry in c.get("env") or []:
-        if "value" not in entry:
-            raise UnsupportedError(f"{where}.env[{entry['name']}]: only literal values are supported (no valueFrom)")
-        env[entry["name"]] = str(entry["value"])
+    try:
+        env = container_env(c, pod_object)
+    except EnvError as err:
+        raise UnsupportedError(f"{where}.{err}") from err
+    command, args = expand_command(c, env)
     ports: dict[str, int] = {}
     for port in c.get("ports") or []:
         if port.get("protocol", "TCP") != "TCP" or port.get("hostPort"):
@@ -260,14 +321,13 @@ def container_run(manifest: Mapping[str, Any], container: str | None = None, tem
     groups = tuple(
         dict.fromkeys([*([fs_group] if fs_group is not None else []), *pod_sc.get("supplementalGroups", [])])
     )
-    spec = manifest["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else manifest["spec"]
     return ContainerRun(
         kind=kind,
         workload=workload,
         container=c["name"],
         image=c["image"],
-        command=tuple(c["command"]) if c.get("command") else None,
-        args=tuple(str(a) for a in c["args"]) if c.get("args") is not None else None,
+        command=tuple(command) if command else None,
+        args=tuple(args) if args is not None else None,
         env=env,
         working_dir=c.get("workingDir"),
         run_as_user=setting("runAsUser"),
@@ -287,7 +347,12 @@ def container_run(manifest: Mapping[str, Any], container: str | None = None, tem
         probes=_probes(c, ports, where),
         volumes=_volumes(pod, c, where),
         network=NETWORK[kind],
-        deadline_seconds=spec.get("activeDeadlineSeconds"),
+        deadline_seconds=holder.get("activeDeadlineSeconds"),
+        step=step,
+        index=index if COMPLETION_INDEX_KEY in pod_object["metadata"].get("labels", {}) else None,
+        pod_labels=pod_object["metadata"]["labels"],
+        service_account=pod.get("serviceAccountName", "default"),
+        service_account_token=pod.get("automountServiceAccountToken", True) is not False,
     )
 
 
@@ -330,6 +395,15 @@ def docker_args(
 ) -> list[str]:
     """`docker run` arguments reproducing the container; ``host_paths`` maps each volume name to
     its host directory (emptyDirs of medium Memory become a tmpfs instead)."""
+    where = f"{run.kind} {run.workload}{'/' + run.step if run.step else ''}"
+    if run.service_account_token:
+        # A token needs an API server to mean anything; a pod that gets one talks to it.
+        raise UnsupportedError(
+            f"{where}: the pod mounts a service account token ({run.service_account}); the tier has no API server"
+        )
+    for volume in run.volumes:
+        if volume.config_map is not None:
+            raise UnsupportedError(f"{where}: volume {volume.name} is ConfigMap {volume.config_map}, not available")
     argv = ["run", "--name", name, "--pull", "never", "--network", run.network, *identity_args(run)]
     if run.read_only_root:
         argv.append("--read-only")
