@@ -1,8 +1,17 @@
-"""The platform and the recommender agree: the rendered Job, CronJob and Deployment containers
-run against the real package, with their volume mounts mapped to temporary directories.
+"""The platform and the recommender agree: the rendered training runs and the Deployment's
+container run against the real package as plain processes, as their pods would run them
+(``tests/podrun.py``: the environment the kubelet resolves, ``$(VAR)`` expanded in the args), with
+their volumes mapped to temporary directories (a claim shared by every pod, an emptyDir per pod).
 
-A drift between the manifests and the application (a path, port, flag or env name) fails here,
-not in a cluster.
+- The dev stack's JobSet: ``prepare``, then the ``workers`` (one process per completion index)
+  and ``finish`` together, promote the very version the one-worker Job promotes on the same data
+  and parameters: the merged model is the single-process one, byte for byte.
+- A worker killed mid-run, and the whole set run again as JobSet's restart would: only the
+  missing shard is computed again, and the result is still that version.
+- With one worker the stack renders a batch Job and a plain CronJob: they run as before.
+
+A drift between the manifests and the application (a path, port, flag, env name or a ``$(VAR)``
+nobody sets) fails here, not in a cluster.
 """
 
 from __future__ import annotations
@@ -10,44 +19,45 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlplatform.capture import Capture
+from tests.k8s_env import JOBSET_NAME_LABEL, jobset_steps
+from tests.podrun import ContainerRun, container_run, find_workload
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL = "bookstore"
+STEP_TIMEOUT_SECONDS = 300  # far above what a step takes here (seconds): only a hang reaches it
 
 
-class Pod:
-    """A pod spec's single container, with its volumes as local directories."""
+class LocalPod:
+    """A pod's container as a local process: each volume a directory, a claim shared by every pod
+    naming it (``claims``), an emptyDir the pod's own."""
 
-    def __init__(self, manifest: dict[str, Any], claims: dict[str, Path], scratch: Path) -> None:
-        spec = manifest["spec"]
-        if manifest["kind"] == "CronJob":
-            spec = spec["jobTemplate"]["spec"]
-        pod = spec["template"]["spec"]
-        (self.container,) = pod["containers"]
+    def __init__(self, run: ContainerRun, claims: dict[str, Path], scratch: Path, pod: str) -> None:
+        self.run, self.name, self.scratch = run, pod, scratch
         self.paths: dict[str, Path] = {}
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        for mount in self.container["volumeMounts"]:
-            volume = volumes[mount["name"]]
-            if "persistentVolumeClaim" in volume:
-                local = claims.setdefault(
-                    volume["persistentVolumeClaim"]["claimName"], scratch / "claims" / mount["name"]
-                )
+        for volume in run.volumes:
+            assert volume.config_map is None, f"{pod}: ConfigMap volume {volume.name} has no content here"
+            if volume.claim is not None:
+                local = claims.setdefault(volume.claim, scratch / "claims" / volume.claim)
             else:
-                assert "emptyDir" in volume, volume
-                local = scratch / manifest["metadata"]["name"] / mount["name"]
+                local = scratch / "pods" / pod / volume.name
             local.mkdir(parents=True, exist_ok=True)
-            self.paths[mount["mountPath"]] = local
+            self.paths[volume.mount_path] = local
+        self.logs = scratch / "logs" / pod
+        self.process: subprocess.Popen[bytes] | None = None
 
     def local(self, value: str) -> str:
         for mount_path, local in self.paths.items():
@@ -55,28 +65,95 @@ class Pod:
                 return str(local) + value[len(mount_path) :]
         return value
 
-    def argv(self, replace: dict[str, str] | None = None) -> list[str]:
-        command = self.container["command"]
+    def argv(self, replace: Mapping[str, str] | None = None) -> list[str]:
+        command = list(self.run.command or ())
         # The image runs the package with its own interpreter; here that is this interpreter.
-        assert command[0] == "python", command
-        args = [self.local(a) for a in self.container["args"]]
+        assert command[:1] == ["python"], command
+        args = [self.local(a) for a in self.run.args or ()]
         for flag, value in (replace or {}).items():
             args[args.index(flag) + 1] = value
         return [sys.executable, *command[1:], *args]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-        env.update({e["name"]: self.local(e["value"]) for e in self.container.get("env", [])})
-        env.update({"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(self.paths.get("/tmp", ROOT))})
+        env.update({name: self.local(value) for name, value in self.run.env.items()})
+        home = str(self.paths.get("/tmp", self.scratch))
+        env.update({"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", "HOME": home})
         return env
 
-    def flag(self, name: str) -> str:
-        args = self.container["args"]
-        return args[args.index(name) + 1]  # type: ignore[no-any-return]
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the container's process; its output goes to files (pods run side by side)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / "stdout").open("wb") as out, (self.logs / "stderr").open("wb") as err:
+            self.process = subprocess.Popen(
+                self.argv(), env=self.env(), cwd=self.scratch, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+        return self.process
+
+    def wait(self, timeout: float = STEP_TIMEOUT_SECONDS) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.stderr()[-3000:]}") from None
+
+    def stdout(self) -> str:
+        return (self.logs / "stdout").read_text()
+
+    def stderr(self) -> str:
+        return (self.logs / "stderr").read_text()
+
+    def succeeded(self) -> None:
+        code = self.wait()
+        assert code == 0, f"{self.name} exited {code}:\n{self.stderr()[-3000:]}"
 
 
-def run(pod: Pod, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(pod.argv(), env=pod.env(), cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+def run(pod: LocalPod) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pod.argv(), env=pod.env(), cwd=pod.scratch, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+class JobSetAttempt:
+    """One attempt of a JobSet, run as its controller runs it: each replicated job's pods start
+    once the one it depends on is Complete (every pod exited 0) or Ready (its pods are running:
+    these pods have no readiness probe). ``restarts`` is the attempt's number: a restart recreates
+    every Job (fresh pods and emptyDirs) under the same JobSet name, so the run directory stays."""
+
+    def __init__(self, jobset: Mapping[str, Any], claims: dict[str, Path], scratch: Path, restarts: int = 0) -> None:
+        self.jobset, self.claims, self.scratch, self.restarts = jobset, claims, scratch, restarts
+        self.pods: dict[str, list[LocalPod]] = {}
+
+    def start(self) -> None:
+        for template, step in enumerate(jobset_steps(self.jobset)):
+            if step.after_status == "Complete":
+                assert step.after is not None
+                for pod in self.pods[step.after]:
+                    pod.succeeded()
+            elif step.after_status is not None:
+                assert step.after_status == "Ready", step
+            self.pods[step.name] = []
+            for index in range(step.pods):
+                run_ = container_run(
+                    self.jobset, template=template, index=index if step.indexed else 0, restarts=self.restarts
+                )
+                pod = LocalPod(run_, self.claims, self.scratch, f"{step.name}-{index}-attempt{self.restarts}")
+                pod.start()
+                self.pods[step.name].append(pod)
+
+    def wait(self) -> None:
+        for pods in self.pods.values():
+            for pod in pods:
+                pod.succeeded()
+
+    def delete(self) -> None:
+        """What a restart does to the pods still running: their Jobs are deleted, they get SIGTERM."""
+        for pods in self.pods.values():
+            for pod in pods:
+                if pod.process is not None and pod.process.poll() is None:
+                    pod.process.terminate()
+                    pod.wait(timeout=30)  # the grace period
 
 
 def free_port() -> int:
@@ -95,7 +172,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 def versions(registry: Path, cwd: Path) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "recommender", "list", "--registry", str(registry), "--model", "bookstore"],
+        [sys.executable, "-m", "recommender", "list", "--registry", str(registry), "--model", MODEL],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=cwd,
         capture_output=True,
@@ -106,15 +183,29 @@ def versions(registry: Path, cwd: Path) -> dict[str, Any]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def promoted(registry: Path, cwd: Path) -> tuple[str, bytes]:
+    """The version the production alias points at (the only one registered), and its model bytes."""
+    listing = versions(registry, cwd)
+    version = listing["aliases"]["production"]
+    assert [v["version"] for v in listing["versions"]] == [version], listing["versions"]
+    return version, (registry / MODEL / "versions" / version / "model.npz").read_bytes()
+
+
+def training(capture: Capture, kind: str, name: str = "bookstore-train") -> dict[str, Any]:
+    return dict(find_workload(capture.kubernetes_objects(), kind=kind, name=name, component="training"))
+
+
 @pytest.fixture(scope="module")
-def trained(dev: Capture, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the rendered training Job's container; the registry is the model-store claim."""
+def trained(dev_one_worker: Capture, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The one-worker Job's container (single-process training); the registry is the model-store claim."""
     scratch = tmp_path_factory.mktemp("contract")
     claims: dict[str, Path] = {}
-    job = Pod(dev.named("bookstore-train-job").manifest(), claims, scratch)
-    result = run(job, scratch)
+    job = LocalPod(container_run(training(dev_one_worker, "Job")), claims, scratch, "train")
+    result = run(job)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"claims": claims, "scratch": scratch, "job": job}
+    (registry,) = claims.values()
+    version, model = promoted(registry, scratch)
+    return {"claims": claims, "scratch": scratch, "job": job, "version": version, "model": model}
 
 
 def test_training_job_produces_a_promoted_model(trained: dict[str, Any]) -> None:
@@ -124,20 +215,103 @@ def test_training_job_produces_a_promoted_model(trained: dict[str, Any]) -> None
     assert len(listing["versions"]) == 1
 
 
-def test_retrain_cronjob_reruns_idempotently(dev: Capture, trained: dict[str, Any]) -> None:
-    cron = Pod(dev.named("bookstore-retrain-cronjob").manifest(), trained["claims"], trained["scratch"])
-    assert cron.container["args"] == trained["job"].container["args"]
-    result = run(cron, trained["scratch"])
+def test_retrain_cronjob_reruns_idempotently(dev_one_worker: Capture, trained: dict[str, Any]) -> None:
+    cron_run = container_run(training(dev_one_worker, "CronJob", "bookstore-retrain"))
+    cron = LocalPod(cron_run, trained["claims"], trained["scratch"], "retrain")
+    assert cron.run.args == trained["job"].run.args
+    result = run(cron)
     assert result.returncode == 0, result.stderr[-3000:]
     (registry,) = trained["claims"].values()
     # Same data, same parameters: the content-addressed version is the same one, not a second.
     assert len(versions(registry, trained["scratch"])["versions"]) == 1
 
 
+@pytest.fixture(scope="module")
+def jobset(dev: Capture) -> dict[str, Any]:
+    manifest = training(dev, "JobSet")
+    assert [s.name for s in jobset_steps(manifest)] == ["prepare", "workers", "finish"]
+    return manifest
+
+
+def test_the_jobset_promotes_the_model_single_process_training_promotes(
+    jobset: dict[str, Any], trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    scratch = tmp_path_factory.mktemp("jobset")
+    claims: dict[str, Path] = {}
+    attempt = JobSetAttempt(jobset, claims, scratch)
+    attempt.start()
+    attempt.wait()
+
+    name = jobset["metadata"]["name"]
+    for pods in attempt.pods.values():
+        for pod in pods:
+            # RUN_NAME is the JobSet's name, read from its pods' label, and no $(VAR) is left over.
+            assert pod.run.pod_labels[JOBSET_NAME_LABEL] == pod.run.env["RUN_NAME"] == name
+            assert not [a for a in pod.run.args or () if "$(" in a], pod.run.args
+    (registry,) = claims.values()
+    assert (registry / ".runs" / name / "data" / "orders.csv").is_file()
+    shards = [json.loads(w.stdout()) for w in attempt.pods["workers"]]
+    assert [(s["shard"], s["computed"]) for s in shards] == [("0/2", True), ("1/2", True)]
+    version, model = promoted(registry, scratch)
+    assert version == trained["version"]
+    assert model == trained["model"]
+
+
+def wait_for_output(pod: LocalPod, timeout: float = 60) -> str:
+    """The pod's first line on stderr: it has started computing (and has not exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pod.stderr()
+        if "\n" in text:
+            return text.splitlines()[0]
+        assert pod.process is not None and pod.process.poll() is None, f"{pod.name} exited:\n{text[-3000:]}"
+        time.sleep(0.005)
+    raise AssertionError(f"{pod.name} printed nothing in {timeout} s")
+
+
+def test_a_worker_killed_mid_run_is_resumed_not_recomputed(
+    jobset: dict[str, Any], trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    scratch = tmp_path_factory.mktemp("jobset-killed")
+    claims: dict[str, Path] = {}
+    first = JobSetAttempt(jobset, claims, scratch)
+    first.start()
+    survivor, victim = first.pods["workers"]
+    # Freeze worker 1 as soon as it reports progress, let worker 0 finish, then kill worker 1: a
+    # worker lost mid-run (an OOM kill, a node gone) while the other has written its shard.
+    wait_for_output(victim)
+    assert victim.process is not None
+    os.kill(victim.process.pid, signal.SIGSTOP)
+    shards = Path(victim.local(victim.run.flag("--shards-dir")))
+    assert not list(shards.glob("shard-0001-of-0002-*.npz")), "worker 1 wrote its shard before it was stopped"
+    survivor.succeeded()
+    victim.process.kill()
+    assert victim.wait() == -signal.SIGKILL
+    # The failed worker Job fails the set; JobSet restarts it: every Job deleted, then recreated.
+    first.delete()
+    (finish,) = first.pods["finish"]
+    assert finish.wait() == -signal.SIGTERM, "finish ended before the restart deleted it"
+    assert [p.name[:18] for p in shards.glob("shard-*.npz")] == ["shard-0000-of-0002"]
+
+    second = JobSetAttempt(jobset, claims, scratch, restarts=1)
+    second.start()
+    second.wait()
+    computed = [json.loads(w.stdout()) for w in second.pods["workers"]]
+    assert [(s["shard"], s["computed"]) for s in computed] == [("0/2", False), ("1/2", True)]
+    (registry,) = claims.values()
+    version, model = promoted(registry, scratch)
+    assert (version, model) == (trained["version"], trained["model"])
+
+
 def test_server_from_the_deployment_answers_its_probes_and_recommends(dev: Capture, trained: dict[str, Any]) -> None:
-    pod = Pod(dev.named("bookstore-recommender-deployment").manifest(), trained["claims"], trained["scratch"])
-    (port_spec,) = pod.container["ports"]
-    assert int(pod.flag("--port")) == port_spec["containerPort"]
+    deployment = find_workload(
+        dev.kubernetes_objects(), kind="Deployment", name="bookstore-recommender", component="inference"
+    )
+    pod = LocalPod(container_run(deployment), trained["claims"], trained["scratch"], "serve")
+    probes = {p.name: p for p in pod.run.probes}  # each probe's port is one the container declares
+    assert set(probes) == {"startupProbe", "readinessProbe", "livenessProbe"}
+    assert int(pod.run.flag("--port")) in pod.run.ports.values()
+    assert {p.container_port for p in probes.values()} == {int(pod.run.flag("--port"))}
     port = free_port()
     # Same command; only the port (free on this machine) and the bind address (loopback) differ.
     argv = pod.argv(replace={"--port": str(port), "--host": "127.0.0.1"})
@@ -148,9 +322,7 @@ def test_server_from_the_deployment_answers_its_probes_and_recommends(dev: Captu
         base = f"http://127.0.0.1:{port}"
 
         def probe(name: str) -> tuple[int, bytes]:
-            http = pod.container[name]["httpGet"]
-            assert http["port"] == port_spec["name"], f"{name} targets a port the container does not declare"
-            return get(base + http["path"])
+            return get(base + probes[name].path)
 
         deadline = time.monotonic() + 60
         while True:
@@ -165,15 +337,14 @@ def test_server_from_the_deployment_answers_its_probes_and_recommends(dev: Captu
         assert status == 200
         assert probe("startupProbe")[0] == 200
         assert probe("livenessProbe")[0] == 200
-        catalog = trained["job"].paths["/work"] / "data" / "catalog.csv"
+        catalog = Path(trained["job"].paths["/work"]) / "data" / "catalog.csv"
         with catalog.open() as f:
             book = next(csv.DictReader(f))["book_id"]
         status, body = get(f"{base}/v1/books/{book}/also-bought?k=5")
         assert status == 200, body
         answer = json.loads(body)
-        (registry,) = trained["claims"].values()
         assert answer["book_id"] == book
-        assert answer["model_version"] == versions(registry, trained["scratch"])["aliases"]["production"]
+        assert answer["model_version"] == trained["version"]
         assert 0 < len(answer["recommendations"]) <= 5
     finally:
         server.terminate()
