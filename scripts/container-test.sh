@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The real-container tier (README's optional third command; CI runs it after scripts/test.sh):
-# builds recommender/Dockerfile and runs the rendered training Job's, retraining CronJob's and
-# Deployment's containers exactly as their pods run them (tests/container_tier.py).
+# builds recommender/Dockerfile and runs the rendered pods' containers exactly as their pods run
+# them (tests/container_tier.py): the dev stack's training JobSet (prepare, then two workers and
+# finish side by side), the one-worker stack's training Job and retraining CronJob (it must
+# promote the version the JobSet promoted), and the Deployment. The retraining launcher needs an
+# API server, so it is checked as written, not run.
 #
 # Docker: uses the engine that answers `docker info`. If none does and this runs as root, it
 # installs Debian's docker.io (with containerd and runc) when missing, starts a private engine

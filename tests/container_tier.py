@@ -2,11 +2,22 @@
 
 ``scripts/container-test.sh`` prepares a Docker engine and the base images, then runs
 ``python -m tests.container_tier``. This renders the dev stack, builds ``recommender/Dockerfile``
-and runs the training Job's, the retraining CronJob's and the Deployment's containers from
-their manifests (``tests/podrun.py``): the pod's user and groups, read-only root filesystem,
-dropped capabilities, no privilege escalation, memory and CPU limits, volumes as host
-directories owned as ``fsGroup`` makes them, no network for training, the server's port on
-the host's loopback only. It also asserts facts about the image itself. Exit 0 when all hold.
+and runs containers from the manifests (``tests/podrun.py``) as their pods run them: the pod's
+user and groups, read-only root filesystem, dropped capabilities, no privilege escalation,
+memory and CPU limits, volumes as host directories owned as ``fsGroup`` makes them, no network
+for training, the server's port on the host's loopback only, the environment the kubelet
+resolves and ``$(VAR)`` expanded in the args.
+
+- The dev stack's training JobSet: ``prepare``, then its two ``workers`` (each with its
+  completion index) and ``finish`` side by side, sharing the model-store claim; it must promote
+  the very version the one-worker Job promotes.
+- The same stack with one worker (``recommenderTrainingWorkers=1``): its training Job, then its
+  retraining CronJob (a no-op re-run).
+- The Deployment, serving what the JobSet promoted.
+- The retraining launcher (the CronJob that creates a JobSet through the API server) cannot
+  run without an API server: its pod's identity and security settings are checked as written.
+
+It also asserts facts about the image itself. Exit 0 when all hold.
 """
 
 from __future__ import annotations
@@ -23,14 +34,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlplatform.capture import capture_stack
+from tests.k8s_env import JOBSET_NAME_LABEL, Step, jobset_steps
 from tests.podrun import (
     ContainerRun,
+    UnsupportedError,
     Volume,
     container_run,
     docker_args,
@@ -53,6 +67,7 @@ COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "clang++", "tcc", "x86_64-linux
 STARTUP_CAP_SECONDS = 120  # the manifest may allow longer; the tier's time budget does not
 JOB_CAP_SECONDS = 900
 CONTAINER_PREFIX = "ml-platform-ci-"
+ONE_WORKER = {"recommenderTrainingWorkers": 1}
 
 
 class TierError(Exception):
@@ -158,12 +173,12 @@ def image_facts(image: str, base: str, runs: Sequence[ContainerRun], stand_in: b
     for run in runs:
         check(
             int(uid) == run.run_as_user and (not gid or run.run_as_group is None or int(gid) == run.run_as_group),
-            f"the image's USER matches {run.kind} {run.workload}'s runAsUser/runAsGroup",
+            f"the image's USER matches {run.title}'s runAsUser/runAsGroup",
             f"{user} vs {run.run_as_user}:{run.run_as_group}",
         )
         for subject, as_run in (("pod", run), ("pod without runAsUser", dataclasses.replace(run, run_as_user=None))):
             refusal = run_as_non_root_error(as_run, user)
-            check(refusal is None, f"a kubelet would start {run.kind} {run.workload} ({subject})", refusal or "")
+            check(refusal is None, f"a kubelet would start {run.title} ({subject})", refusal or "")
     ids = _python_in(image, "import json, os; print(json.dumps([os.getuid(), os.getgid()]))")
     check(ids[0] == int(uid), "a container of the image runs as that UID by default", f"uid {ids[0]}, gid {ids[1]}")
 
@@ -284,24 +299,82 @@ def claim_of(run: ContainerRun, pods: Pods, flag: str) -> Path:
     return pods.claims[volume.claim] / run.flag(flag)[len(volume.mount_path) :].lstrip("/")
 
 
-def run_to_completion(run: ContainerRun, pods: Pods, pod: str) -> tuple[dict[str, Path], float]:
+@dataclass
+class Started:
+    """A pod's container running in the background (``docker run`` attached, output to files)."""
+
+    pod: str
+    run: ContainerRun
+    paths: dict[str, Path]
+    process: subprocess.Popen[bytes]
+    started: float
+    logs: Path
+
+    def output(self, stream: str) -> str:
+        return (self.logs / stream).read_text(errors="replace")
+
+
+def start(run: ContainerRun, pods: Pods, pod: str) -> Started:
     paths = pods.host_paths(run, pod)
     argv = pods.argv(run, pod, paths)
+    logs = pods.scratch / "logs" / pod
+    logs.mkdir(parents=True)
+    with (logs / "stdout").open("wb") as out, (logs / "stderr").open("wb") as err:
+        process = subprocess.Popen(["docker", *argv], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    return Started(pod, run, paths, process, time.monotonic(), logs)
+
+
+def complete(started: Started) -> float:
+    """Wait for the container to exit 0 within its deadline (or the tier's cap); seconds it ran."""
+    run, pod = started.run, started.pod
     timeout = min(run.deadline_seconds or JOB_CAP_SECONDS, JOB_CAP_SECONDS)
-    started = time.monotonic()
+    remaining = started.started + timeout - time.monotonic()
     try:
-        result = subprocess.run(
-            ["docker", *argv], capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
-        )
+        code = started.process.wait(timeout=max(remaining, 0.1))
     except subprocess.TimeoutExpired as err:
+        started.process.kill()
         raise TierError(f"{pod}: still running after {timeout} s (activeDeadlineSeconds or the tier's cap)") from err
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-30:])
-        raise TierError(f"{pod}: the container exited {result.returncode}:\n{tail}")
-    check(True, f"{pod}: {run.kind} {run.workload}'s container exited 0", f"{elapsed:.1f} s, network {run.network}")
-    check_size_limits(run, paths, pod)
-    return paths, elapsed
+    elapsed = time.monotonic() - started.started
+    if code != 0:
+        tail = "\n".join(started.output("stderr").strip().splitlines()[-30:])
+        raise TierError(f"{pod}: the container exited {code}:\n{tail}")
+    check(True, f"{pod}: {run.title}'s container exited 0", f"{elapsed:.1f} s, network {run.network}")
+    check_size_limits(run, started.paths, pod)
+    return elapsed
+
+
+def run_to_completion(run: ContainerRun, pods: Pods, pod: str) -> tuple[dict[str, Path], float]:
+    started = start(run, pods, pod)
+    return started.paths, complete(started)
+
+
+def jobset_runs(jobset: Mapping[str, Any]) -> list[tuple[Step, list[ContainerRun]]]:
+    """Each replicated job, in order, with its pods' containers (an Indexed Job's: one per index)."""
+    return [
+        (step, [container_run(jobset, template=t, index=i if step.indexed else 0) for i in range(step.pods)])
+        for t, step in enumerate(jobset_steps(jobset))
+    ]
+
+
+def run_jobset(name: str, steps: list[tuple[Step, list[ContainerRun]]], pods: Pods) -> dict[str, list[Started]]:
+    """Run the set as its controller does: a replicated job's pods start once the one it depends
+    on is Complete (every pod exited 0) or Ready (its pods are running: they have no readiness
+    probe). Every pod gets the JobSet's name in RUN_NAME and its args expanded from it."""
+    started: dict[str, list[Started]] = {}
+    completed: set[str] = set()
+    for step, runs in steps:
+        if step.after_status == "Complete" and step.after is not None:
+            for earlier in started[step.after]:
+                complete(earlier)
+            completed.add(step.after)
+        elif step.after_status not in (None, "Ready"):
+            raise TierError(f"JobSet {name}: {step.name} depends on {step.after} being {step.after_status}")
+        started[step.name] = [start(run, pods, f"jobset-{step.name}-{i}") for i, run in enumerate(runs)]
+    for step, _ in steps:
+        if step.name not in completed:
+            for pod in started[step.name]:
+                complete(pod)
+    return started
 
 
 def http_get(url: str, timeout: float) -> tuple[int, bytes]:
@@ -382,7 +455,7 @@ def serve(run: ContainerRun, pods: Pods, book: str, production: str) -> float:
 def first_book(work: Path) -> str:
     catalog = next(work.rglob("catalog.csv"), None)
     if catalog is None:
-        raise TierError(f"the training Job left no catalog.csv in its workdir ({work})")
+        raise TierError(f"training left no catalog.csv under {work}")
     with catalog.open() as f:
         return str(next(csv.DictReader(f))["book_id"])
 
@@ -399,24 +472,101 @@ def scratch_directory(keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def check_launcher(launcher: ContainerRun, objects: Sequence[Mapping[str, Any]], training: ContainerRun) -> None:
+    """The launcher's pod as written: it needs an API server to run (kubectl create), so it is not."""
+    log(f"== {launcher.title}: not run, it creates a JobSet through the API server and there is none here")
+    try:
+        docker_args(launcher, image=launcher.image, name="launcher", host_paths={})
+    except UnsupportedError as err:
+        check(True, "the tier refuses to run it", str(err))
+    else:
+        raise TierError(f"{launcher.title}: the tier would run a pod that needs an API server")
+    tag = launcher.image.rsplit("/", 1)[-1].partition(":")[2]
+    check(bool(tag) and tag != "latest", "its image is pinned to a tag", launcher.image)
+    refusal = run_as_non_root_error(launcher, "")  # whatever the image's USER
+    check(refusal is None, "a kubelet would start it as non-root whatever the image's USER", refusal or "")
+    check(
+        identity_args(launcher) == identity_args(training),
+        "it runs as the training pods' user and groups",
+        " ".join(identity_args(launcher)),
+    )
+    check(
+        launcher.read_only_root and launcher.no_new_privileges and launcher.cap_drop == ("ALL",)
+        and not launcher.cap_add and launcher.seccomp == "RuntimeDefault",
+        "read-only root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp",
+    )  # fmt: skip
+    check(
+        launcher.memory_limit_bytes is not None and launcher.cpu_limit is not None,
+        "memory and CPU limits",
+        f"{launcher.memory_limit_bytes} B, {launcher.cpu_limit} CPU",
+    )
+    writable = [v for v in launcher.volumes if not v.read_only]
+    check(
+        all(v.claim is None and v.config_map is None and v.size_limit_bytes for v in writable),
+        "it writes only to size-limited emptyDirs",
+        ", ".join(f"{v.mount_path} ({'ConfigMap, read only' if v.config_map else v.claim or 'emptyDir'})"
+                  for v in launcher.volumes),
+    )  # fmt: skip
+    bound = {
+        b["roleRef"]["name"]
+        for b in objects
+        if b.get("kind") == "RoleBinding"
+        and any(s.get("kind") == "ServiceAccount" and s.get("name") == launcher.service_account
+                for s in b.get("subjects") or [])
+    }  # fmt: skip
+    rules = [r for o in objects if o.get("kind") == "Role" and o["metadata"]["name"] in bound for r in o["rules"]]
+    check(
+        launcher.service_account not in ("", "default")
+        and rules == [{"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["create"]}],
+        f"its token is service account {launcher.service_account}'s, which may only create JobSets",
+        json.dumps(rules),
+    )
+
+
+def check_jobset_pods(name: str, steps: list[tuple[Step, list[ContainerRun]]]) -> None:
+    runs = [run for _, step_runs in steps for run in step_runs]
+    unexpanded = [a for run in runs for a in run.args or () if "$(" in a]
+    check(
+        all(run.env.get("RUN_NAME") == run.pod_labels.get(JOBSET_NAME_LABEL) == name for run in runs)
+        and not unexpanded,
+        f"every pod of JobSet {name} gets RUN_NAME={name} and its args expanded from it",
+        ", ".join(unexpanded),
+    )
+    indices = [run.env.get("JOB_COMPLETION_INDEX") for step, step_runs in steps if step.indexed for run in step_runs]
+    check(indices == [str(i) for i in range(len(indices))], "each worker gets its JOB_COMPLETION_INDEX", str(indices))
+
+
+def model_bytes(registry: Path, model: str, version: str) -> bytes:
+    return (registry / model / "versions" / version / "model.npz").read_bytes()
+
+
 def tier(args: argparse.Namespace) -> dict[str, Any]:
     # Containers a killed run left behind (their names carry that run's process id).
     for stale in docker("ps", "--all", "--quiet", "--filter", f"name=^{CONTAINER_PREFIX}").split():
         docker("rm", "--force", stale, check=False)
     log("== the dev stack's workloads (rendered under mocks)")
     objects = capture_stack("dev").kubernetes_objects()
-    train = container_run(find_workload(objects, kind="Job", name="bookstore-train", component="training"))
-    retrain = container_run(find_workload(objects, kind="CronJob", name="bookstore-retrain", component="training"))
+    jobset = find_workload(objects, kind="JobSet", name="bookstore-train", component="training")
+    steps = jobset_runs(jobset)
+    launcher = container_run(
+        find_workload(objects, kind="CronJob", name="bookstore-retrain-launcher", component="training-launcher")
+    )
     server = container_run(
         find_workload(objects, kind="Deployment", name="bookstore-recommender", component="inference")
     )
-    runs = (train, retrain, server)
+    log(f"== the dev stack with {', '.join(f'{k}={v}' for k, v in ONE_WORKER.items())}")
+    single = capture_stack("dev", ONE_WORKER).kubernetes_objects()
+    train = container_run(find_workload(single, kind="Job", name="bookstore-train", component="training"))
+    retrain = container_run(find_workload(single, kind="CronJob", name="bookstore-retrain", component="training"))
+    runs = (train, retrain, *(step_runs[0] for _, step_runs in steps), server)
     images = {r.image for r in runs}
-    check(len(images) == 1, "the three workloads run one image", ", ".join(sorted(images)))
+    check(len(images) == 1, f"the {len(runs)} recommender pods run one image", ", ".join(sorted(images)))
     (reference,) = images
     tag = content_tag(CONTEXT, DOCKERFILE)
     check(reference.endswith(f":{tag}"), "the manifests name the image by the content tag of recommender/", reference)
     image = CI_PREFIX + reference
+    check_jobset_pods(jobset["metadata"]["name"], steps)
+    check_launcher(launcher, objects, train)
 
     log(f"== build {image} ({'on ' + args.base_image if args.base_image else 'on the official base'})")
     seconds = build(image, args.base_image, args.build_image)
@@ -426,11 +576,12 @@ def tier(args: argparse.Namespace) -> dict[str, Any]:
 
     log("== the pods' containers")
     with scratch_directory(args.keep) as scratch:
-        pods = Pods(scratch, image)
+        # Two model stores: one for the one-worker stack, one for the JobSet's.
+        one, distributed = Pods(scratch / "one-worker", image), Pods(scratch / "jobset", image)
         try:
             model = train.flag("--model")
-            paths, train_seconds = run_to_completion(train, pods, "train")
-            registry = claim_of(train, pods, "--registry")
+            _, train_seconds = run_to_completion(train, one, "train")
+            registry = claim_of(train, one, "--registry")
             listing = registry_listing(registry, model)
             production = listing["aliases"].get("production")
             versions = {v["version"] for v in listing["versions"]}
@@ -439,9 +590,8 @@ def tier(args: argparse.Namespace) -> dict[str, Any]:
                 "train: one version registered and promoted to production",
                 str(production)[:12],
             )
-            book = first_book(paths[train.volume_at(train.flag("--workdir")).name])
 
-            run_to_completion(retrain, pods, "retrain")
+            run_to_completion(retrain, one, "retrain")
             again = registry_listing(registry, model)
             check(
                 {v["version"] for v in again["versions"]} == versions
@@ -449,10 +599,35 @@ def tier(args: argparse.Namespace) -> dict[str, Any]:
                 "retrain: the CronJob's run registered nothing new and production is unchanged",
                 f"{len(again['versions'])} version(s)",
             )
-            facts["startup"] = serve(server, pods, book, production)
+
+            started = time.monotonic()
+            pods = run_jobset(jobset["metadata"]["name"], steps, distributed)
+            facts["jobset"] = time.monotonic() - started
+            shards = [json.loads(p.output("stdout")) for p in pods["workers"]]
+            check(
+                [s.get("computed") for s in shards] == [True] * len(shards),
+                "jobset: each worker computed its own shard",
+                ", ".join(str(s.get("shard")) for s in shards),
+            )
+            (finish,) = (run for step, step_runs in steps if step.name == "finish" for run in step_runs)
+            jobset_registry = claim_of(finish, distributed, "--registry")
+            merged = registry_listing(jobset_registry, model)
+            promoted = merged["aliases"].get("production")
+            check(
+                promoted == production and [v["version"] for v in merged["versions"]] == [production],
+                "jobset: it promoted the very version the one-worker Job promoted",
+                f"{str(promoted)[:12]} vs {str(production)[:12]}",
+            )
+            check(
+                model_bytes(jobset_registry, model, promoted) == model_bytes(registry, model, production),
+                "jobset: its model.npz is the single-process one, byte for byte",
+            )
+            book = first_book(jobset_registry / ".runs" / jobset["metadata"]["name"])
+            facts["startup"] = serve(server, distributed, book, promoted)
             facts["train"] = train_seconds
         finally:
-            pods.remove_all()
+            one.remove_all()
+            distributed.remove_all()
     return facts
 
 
@@ -480,7 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = (
             f"image {mb(facts['size'])} on the {where} ({mb(facts['added'])} added"
             + (f", ~{mb(facts['estimate'])} on the official base" if args.base_image else "")
-            + f"); training {facts['train']:.0f} s; server ready in {facts['startup']:.1f} s"
+            + f"); training {facts['train']:.0f} s, as a JobSet {facts['jobset']:.0f} s (same version);"
+            + f" server ready in {facts['startup']:.1f} s; launcher checked as written (needs an API server)"
         )
         code = 0
     if args.summary_file:

@@ -147,18 +147,25 @@ class ContainerRun:
     service_account: str
     service_account_token: bool  # automountServiceAccountToken (unset: Kubernetes mounts one)
 
+    @property
+    def title(self) -> str:
+        """``Kind workload[/step][#index]``: which pod this is, for messages."""
+        step = f"/{self.step}" if self.step else ""
+        index = f"#{self.index}" if self.index is not None else ""
+        return f"{self.kind} {self.workload}{step}{index}"
+
     def flag(self, name: str) -> str:
         """The value after ``name`` in the container's args."""
         args = list(self.args or ())
         if name not in args[:-1]:
-            raise LookupError(f"{self.workload}: container {self.container} has no {name} argument")
+            raise LookupError(f"{self.title}: container {self.container} has no {name} argument")
         return args[args.index(name) + 1]
 
     def volume_at(self, path: str) -> Volume:
         """The volume holding ``path`` inside the container (the deepest mount)."""
         holders = [v for v in self.volumes if path == v.mount_path or path.startswith(v.mount_path.rstrip("/") + "/")]
         if not holders:
-            raise LookupError(f"{self.workload}: {path} is on no mounted volume")
+            raise LookupError(f"{self.title}: {path} is on no mounted volume")
         return max(holders, key=lambda v: len(v.mount_path))
 
 
@@ -395,7 +402,7 @@ def docker_args(
 ) -> list[str]:
     """`docker run` arguments reproducing the container; ``host_paths`` maps each volume name to
     its host directory (emptyDirs of medium Memory become a tmpfs instead)."""
-    where = f"{run.kind} {run.workload}{'/' + run.step if run.step else ''}"
+    where = run.title
     if run.service_account_token:
         # A token needs an API server to mean anything; a pod that gets one talks to it.
         raise UnsupportedError(

@@ -180,7 +180,8 @@ def versions(registry: Path, cwd: Path) -> dict[str, Any]:
         timeout=60,
         check=True,
     )
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    listing: dict[str, Any] = json.loads(out.stdout)
+    return listing
 
 
 def promoted(registry: Path, cwd: Path) -> tuple[str, bytes]:
