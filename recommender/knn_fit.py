@@ -39,12 +39,32 @@ SUPERBLOCKS = 4  # tuned on the standard data: more cut product work but cost mo
 ProgressFn = Callable[[int, int], None]
 
 
-def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int) -> sp.csr_matrix:
+class _Scratch(threading.local):
+    """Each thread's output buffers for `block_product`, reused from block to block: a fresh
+    ~24 MB pair per block costs the kernel zeroing new pages every time (system CPU time
+    that grows with the number of worker processes)."""
+
+    indices: np.ndarray | None = None
+    data: np.ndarray | None = None
+
+
+def _buffer(scratch: _Scratch | None, name: str, size: int, dtype: type | np.dtype) -> np.ndarray:
+    if scratch is None:
+        return np.empty(size, dtype=dtype)
+    buf = getattr(scratch, name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(size, dtype=dtype)
+        setattr(scratch, name, buf)
+    return buf[:size]
+
+
+def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int, scratch: _Scratch | None = None) -> sp.csr_matrix:
     """a @ b given an upper bound on the result's non-zeros.
 
     scipy's `@` first runs a symbolic pass only to count the result's non-zeros (a third of
     the product's time here); the caller already knows a bound (the multiply-add count), so
     this calls the numeric kernel directly. Falls back to `@` if scipy's internals move.
+    With `scratch`, the result lives in this thread's buffers: valid until its next call.
     """
     try:
         from scipy.sparse._sparsetools import csr_matmat
@@ -54,8 +74,8 @@ def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int) -> sp.csr_ma
         return sp.csr_matrix(a @ b)
     idx = np.int32
     indptr = np.empty(a.shape[0] + 1, dtype=idx)
-    indices = np.empty(max(max_nnz, 1), dtype=idx)
-    data = np.empty(max(max_nnz, 1), dtype=np.result_type(a.dtype, b.dtype))
+    indices = _buffer(scratch, "indices", max(max_nnz, 1), idx)
+    data = _buffer(scratch, "data", max(max_nnz, 1), np.result_type(a.dtype, b.dtype))
     csr_matmat(a.shape[0], b.shape[1], a.indptr.astype(idx, copy=False), a.indices.astype(idx, copy=False),
                a.data, b.indptr.astype(idx, copy=False), b.indices.astype(idx, copy=False), b.data,
                indptr, indices, data)  # fmt: skip
@@ -150,6 +170,7 @@ def top_k_neighbours(
     # Entries handed back to rows that another block computes: (row, col, value) arrays.
     handed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
+    scratch = _Scratch()  # a block's product is consumed before the same thread's next block
     tiny = np.float32(np.finfo(np.float32).tiny)
 
     def hand_back(prod: sp.csr_matrix, lo: int, targets: slice) -> None:
@@ -171,14 +192,14 @@ def top_k_neighbours(
 
     def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 1: rows of the shard against its columns [a, e)
-        prod = block_product(csr_rows(wt, lo, hi), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())))
+        prod = block_product(csr_rows(wt, lo, hi), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())), scratch)
         store(lo, hi, csr_topk(prod, k, exclude_col_offset=lo - a))
         if s0 > a:
             hand_back(prod, lo, slice(a, s0))
 
     def foreign(wr_ab: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 2: earlier shards' rows against the shard's columns [a, b)
-        prod = block_product(csr_rows(wt, lo, hi), wr_ab, int(np.ceil(work[lo:hi].sum())))
+        prod = block_product(csr_rows(wt, lo, hi), wr_ab, int(np.ceil(work[lo:hi].sum())), scratch)
         store(lo, hi, csr_topk(prod, k))
         hand_back(prod, lo, slice(a, b))
 
