@@ -147,13 +147,23 @@ class JobSetAttempt:
             for pod in pods:
                 pod.succeeded()
 
+    def running(self) -> list[subprocess.Popen[bytes]]:
+        return [p.process for ps in self.pods.values() for p in ps if p.process and p.process.poll() is None]
+
     def delete(self) -> None:
         """What a restart does to the pods still running: their Jobs are deleted, they get SIGTERM."""
-        for pods in self.pods.values():
-            for pod in pods:
-                if pod.process is not None and pod.process.poll() is None:
-                    pod.process.terminate()
-                    pod.wait(timeout=30)  # the grace period
+        for process in self.running():
+            process.terminate()
+            process.wait(timeout=30)  # the grace period
+
+    def __enter__(self) -> JobSetAttempt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A failed assertion must not leave a finish step waiting for shards (or a stopped worker).
+        for process in self.running():
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:
@@ -239,9 +249,9 @@ def test_the_jobset_promotes_the_model_single_process_training_promotes(
 ) -> None:
     scratch = tmp_path_factory.mktemp("jobset")
     claims: dict[str, Path] = {}
-    attempt = JobSetAttempt(jobset, claims, scratch)
-    attempt.start()
-    attempt.wait()
+    with JobSetAttempt(jobset, claims, scratch) as attempt:
+        attempt.start()
+        attempt.wait()
 
     name = jobset["metadata"]["name"]
     for pods in attempt.pods.values():
@@ -275,28 +285,28 @@ def test_a_worker_killed_mid_run_is_resumed_not_recomputed(
 ) -> None:
     scratch = tmp_path_factory.mktemp("jobset-killed")
     claims: dict[str, Path] = {}
-    first = JobSetAttempt(jobset, claims, scratch)
-    first.start()
-    survivor, victim = first.pods["workers"]
-    # Freeze worker 1 as soon as it reports progress, let worker 0 finish, then kill worker 1: a
-    # worker lost mid-run (an OOM kill, a node gone) while the other has written its shard.
-    wait_for_output(victim)
-    assert victim.process is not None
-    os.kill(victim.process.pid, signal.SIGSTOP)
-    shards = Path(victim.local(victim.run.flag("--shards-dir")))
-    assert not list(shards.glob("shard-0001-of-0002-*.npz")), "worker 1 wrote its shard before it was stopped"
-    survivor.succeeded()
-    victim.process.kill()
-    assert victim.wait() == -signal.SIGKILL
-    # The failed worker Job fails the set; JobSet restarts it: every Job deleted, then recreated.
-    first.delete()
-    (finish,) = first.pods["finish"]
-    assert finish.wait() == -signal.SIGTERM, "finish ended before the restart deleted it"
+    with JobSetAttempt(jobset, claims, scratch) as first:
+        first.start()
+        survivor, victim = first.pods["workers"]
+        # Freeze worker 1 as soon as it reports progress, let worker 0 finish, then kill worker 1:
+        # a worker lost mid-run (an OOM kill, a node gone) while the other has written its shard.
+        wait_for_output(victim)
+        assert victim.process is not None
+        os.kill(victim.process.pid, signal.SIGSTOP)
+        shards = Path(victim.local(victim.run.flag("--shards-dir")))
+        assert not list(shards.glob("shard-0001-of-0002-*.npz")), "worker 1 wrote its shard before it was stopped"
+        survivor.succeeded()
+        victim.process.kill()
+        assert victim.wait() == -signal.SIGKILL
+        # The failed worker Job fails the set; JobSet restarts it: every Job deleted, then recreated.
+        first.delete()
+        (finish,) = first.pods["finish"]
+        assert finish.wait() == -signal.SIGTERM, "finish ended before the restart deleted it"
     assert [p.name[:18] for p in shards.glob("shard-*.npz")] == ["shard-0000-of-0002"]
 
-    second = JobSetAttempt(jobset, claims, scratch, restarts=1)
-    second.start()
-    second.wait()
+    with JobSetAttempt(jobset, claims, scratch, restarts=1) as second:
+        second.start()
+        second.wait()
     computed = [json.loads(w.stdout()) for w in second.pods["workers"]]
     assert [(s["shard"], s["computed"]) for s in computed] == [("0/2", False), ("1/2", True)]
     (registry,) = claims.values()
