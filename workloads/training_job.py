@@ -15,6 +15,7 @@ create and un-suspends it on admission, so ``spec.suspend`` is Kueue's, never ou
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -197,7 +198,8 @@ def _replicated_job(
         "activeDeadlineSeconds": spec.active_deadline_seconds,
         "completions": pods,
         "parallelism": pods,
-        "template": _pod_template(spec, _container(spec, args, gpus=gpus, extra_env=[_RUN_NAME_ENV])),
+        # A copy per container: a shared dict would be dumped as YAML anchors in the launcher's template.
+        "template": _pod_template(spec, _container(spec, args, gpus=gpus, extra_env=[copy.deepcopy(_RUN_NAME_ENV)])),
     }
     if pods > 1:
         job["completionMode"] = "Indexed"  # each pod gets JOB_COMPLETION_INDEX
