@@ -39,6 +39,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A duration: 0 or more seconds, finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -177,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     _select_args(p)
     p.add_argument("--top-n", type=_positive_int, default=10, help="cut-off of the metrics (default: %(default)s)")
     p.add_argument("--min-lift", type=float, default=0.1, help="evaluation gate (default: %(default)s)")
+    p.add_argument("--wait-for-shards", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for the workers' shards (start with the workers); 0 = they must "
+                        "exist already (default: %(default)s)")  # fmt: skip
+    p.add_argument("--cleanup-dir", type=Path,
+                   help="the run's scratch (holding --shards-dir, e.g. the shared data too): removed once the "
+                        "version is promoted, kept on failure for a resume")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     p = sub.add_parser("evaluate", help="leave-last-out HR/NDCG/Recall vs popularity; --min-lift gate",
@@ -333,7 +350,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_json(distributed.finish(
             args.orders, args.catalog, args.shards_dir, args.shards, args.out, registry=args.registry,
             model=args.model, alias=args.alias, candidates=_candidates(args), seed=_seed(args), top_n=args.top_n,
-            min_lift=args.min_lift, log=log))  # fmt: skip
+            min_lift=args.min_lift, wait_seconds=args.wait_for_shards, cleanup_dir=args.cleanup_dir,
+            log=log))  # fmt: skip
     elif args.command == "evaluate":
         _print_json(commands.evaluate_artifact(args.artifact, args.orders, catalog=args.catalog,
                                                top_n=args.top_n, seed=args.seed, min_lift=args.min_lift))  # fmt: skip

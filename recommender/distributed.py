@@ -12,6 +12,7 @@ skipped, and registering and promoting the same content again changes nothing.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,33 @@ def merge(
     return {"artifact": str(out), "content_sha256": digest, "shards": count, "params": model.params()}
 
 
+def wait_for_shards(
+    shards_dir: Path,
+    identity: DataIdentity,
+    plan: ShardPlan,
+    count: int,
+    timeout_seconds: float,
+    *,
+    poll_seconds: float = 2.0,
+    log: Log | None = stderr_log,
+) -> None:
+    """Return once every one of the ``count`` shards exists (workers write them atomically), or
+    raise InputError naming the missing ones after ``timeout_seconds``."""
+    expected = [shard_path(shards_dir, identity, plan, i, count) for i in range(count)]
+    deadline = time.monotonic() + timeout_seconds
+    reported = -1
+    while missing := [i for i, path in enumerate(expected) if not path.exists()]:
+        if time.monotonic() >= deadline:
+            raise InputError(
+                f"--wait-for-shards {timeout_seconds:g}: shards {missing} of {count} are still missing in "
+                f"{shards_dir}; did their workers fail? (their pods' status and logs say why)"
+            )
+        if log and len(missing) != reported:
+            log(f"finish: waiting for {len(missing)} of {count} shards in {shards_dir}")
+            reported = len(missing)
+        time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
 def finish(
     orders: Path,
     catalog: Path | None,
@@ -110,15 +138,26 @@ def finish(
     seed: int,
     top_n: int = 10,
     min_lift: float | None = None,
+    wait_seconds: float = 0.0,
+    cleanup_dir: Path | None = None,
     log: Log | None = stderr_log,
 ) -> dict[str, Any]:
-    """merge -> select on validation -> score the winner on test (gate) -> register -> promote."""
+    """[wait for the shards ->] merge -> select on validation -> score the winner on test (gate) ->
+    register -> promote. ``wait_seconds`` > 0: this step may start with the workers (a gang-admitted
+    set) and waits up to that long for their shards to appear. ``cleanup_dir``: the run's scratch
+    (it must hold ``shards_dir``), removed once the version is promoted; kept on any failure, so a
+    restarted run resumes from it."""
+    if cleanup_dir is not None and not shards_dir.resolve().is_relative_to(cleanup_dir.resolve()):
+        raise InputError(f"--cleanup-dir {cleanup_dir} must contain --shards-dir {shards_dir}: only a run's own "
+                         "scratch is removed")  # fmt: skip
     if top_n < 1:
         raise InputError(f"--top-n must be >= 1, got {top_n}")
     reg = Registry(registry)
     reg.alias(model, alias)  # validates names before any work
     identity = DataIdentity.of(orders, catalog)
     plan = plan_for(candidates, seed)
+    if wait_seconds > 0:
+        wait_for_shards(shards_dir, identity, plan, count, wait_seconds, log=log)
     t0 = time.perf_counter()
     merged = merge_shards(shards_dir, identity, plan, count)
     t1 = time.perf_counter()
@@ -146,6 +185,10 @@ def finish(
     if log:
         log(f"finish: {model} {version[:12]} ({'new' if created else 'already registered'}, artifact {digest[:12]}); "
             f"{alias} -> {version[:12]} ({'moved' if moved else 'unchanged'})")  # fmt: skip
+    if cleanup_dir is not None:
+        shutil.rmtree(cleanup_dir, ignore_errors=True)
+        if log:
+            log(f"finish: removed the run's scratch {cleanup_dir}")
     return {"version": version, "created": created, "promoted": moved, "metrics": report, "selection": selection}
 
 

@@ -97,6 +97,7 @@ def distributed_steps(
         "--alias", ALIAS,
         "--min-lift", "0.1",
         "--wait-for-shards", str(SHARD_WAIT_SECONDS),
+        "--cleanup-dir", RUN_DIR,  # the run's data and shards, once its model is promoted
     ]  # fmt: skip
     # One thread per worker: the workers are the parallelism (and their CPU request is 1).
     return DistributedSteps(worker_args=["train", *shared, "--threads", "1"], finish_args=finish, prepare_args=prepare)
