@@ -23,7 +23,6 @@ It also asserts facts about the image itself. Exit 0 when all hold.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -452,14 +451,6 @@ def serve(run: ContainerRun, pods: Pods, book: str, production: str) -> float:
     return elapsed
 
 
-def first_book(work: Path) -> str:
-    catalog = next(work.rglob("catalog.csv"), None)
-    if catalog is None:
-        raise TierError(f"training left no catalog.csv under {work}")
-    with catalog.open() as f:
-        return str(next(csv.DictReader(f))["book_id"])
-
-
 @contextmanager
 def scratch_directory(keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="ml-platform-ci."))
@@ -534,6 +525,13 @@ def check_jobset_pods(name: str, steps: list[tuple[Step, list[ContainerRun]]]) -
     )
     indices = [run.env.get("JOB_COMPLETION_INDEX") for step, step_runs in steps if step.indexed for run in step_runs]
     check(indices == [str(i) for i in range(len(indices))], "each worker gets its JOB_COMPLETION_INDEX", str(indices))
+
+
+def first_model_book(registry: Path, model: str, version: str) -> str:
+    import numpy as np
+
+    with np.load(registry / model / "versions" / version / "model.npz", allow_pickle=False) as npz:
+        return str(npz["item_ids"][0])
 
 
 def model_bytes(registry: Path, model: str, version: str) -> bytes:
@@ -622,7 +620,12 @@ def tier(args: argparse.Namespace) -> dict[str, Any]:
                 model_bytes(jobset_registry, model, promoted) == model_bytes(registry, model, production),
                 "jobset: its model.npz is the single-process one, byte for byte",
             )
-            book = first_book(jobset_registry / ".runs" / jobset["metadata"]["name"])
+            # The run's scratch (its data) is gone once the model is promoted; the model knows its books.
+            check(
+                not (jobset_registry / ".runs" / jobset["metadata"]["name"]).exists(),
+                "jobset: the run's data and shards were removed once its model was promoted",
+            )
+            book = first_model_book(jobset_registry, model, promoted)
             facts["startup"] = serve(server, distributed, book, promoted)
             facts["train"] = train_seconds
         finally:
