@@ -27,6 +27,11 @@ def test_finish_started_before_the_workers_waits_and_publishes(tmp_path: Path) -
     made = _run("generate", "--out", "data", "--customers", "300", "--books", "80", "--orders", "3000", cwd=tmp_path)
     assert made.wait(timeout=120) == 0
     finish = _finish(tmp_path, "run/shards", "120", "--cleanup-dir", "run")  # before any shard exists
+    # Its first line says it is waiting for both: only then start the workers (started at once,
+    # a fast worker could write its shard before finish looks for the first time).
+    assert finish.stderr is not None
+    first = finish.stderr.readline()
+    assert "waiting for 2 of 2 shards" in first, first
     for index in ("0", "1"):
         worker = _run("train", "--orders", "data/orders.csv", "--catalog", "data/catalog.csv", "--shards-dir",
                       "run/shards", "--shards", "2", "--threads", "1", "--quiet", cwd=tmp_path,
@@ -34,7 +39,7 @@ def test_finish_started_before_the_workers_waits_and_publishes(tmp_path: Path) -
         assert worker.wait(timeout=120) == 0
     out, err = finish.communicate(timeout=180)
     assert finish.returncode == 0, err
-    assert "waiting for 2 of 2 shards" in err and '"created": true' in out
+    assert '"created": true' in out
     assert not (tmp_path / "run").exists()  # the run's scratch goes once its model is promoted
 
 
