@@ -86,14 +86,13 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _shard_spec(text: str) -> tuple[int, int]:
-    head, sep, tail = text.partition("/")
+    from recommender.errors import InputError
+    from recommender.shards import parse_shard
+
     try:
-        index, count = int(head), int(tail)
-    except ValueError:
-        index = count = -1
-    if not sep or count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4, the first of 4), got {text!r}")
-    return index, count
+        return parse_shard(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard ")) from None
 
 
 def _registry_args(p: argparse.ArgumentParser, *, alias: bool = True) -> None:

@@ -17,14 +17,15 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["write_atomic", "write_npz"]
+__all__ = ["fsync_dir", "write_atomic", "write_npz"]
 
 # numpy stamps the current time into each zip entry; a fixed stamp (the zip epoch) makes equal
 # arrays give equal files, so a model trained twice, or merged from shards, is the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (the directory itself is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -46,7 +47,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None] | bytes) -> None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _npz_writer(arrays: Mapping[str, np.ndarray]) -> Callable[[IO[bytes]], None]:

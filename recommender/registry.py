@@ -25,6 +25,7 @@ from typing import Any
 
 from recommender.artifact import ARTIFACT_FILES, load_artifact, read_metadata
 from recommender.errors import InputError, RegistryError
+from recommender.files import fsync_dir
 
 __all__ = ["AliasState", "Registry", "validate_name"]
 
@@ -50,14 +51,6 @@ class AliasState:
     history: tuple[str, ...]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with tmp.open("wb") as fh:
@@ -65,7 +58,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Registry:
@@ -192,14 +185,14 @@ class Registry:
             for fname in (*ARTIFACT_FILES, LINEAGE_FILE):
                 with (staging / fname).open("rb") as fh:
                     os.fsync(fh.fileno())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             try:
                 os.rename(staging, target)
             except OSError as err:
                 if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 return version, False  # a concurrent writer registered the same content first
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return version, True
         finally:
             if staging.exists():
