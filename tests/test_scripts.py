@@ -14,7 +14,7 @@ import yaml
 from mlplatform.cluster import eks, kind
 from mlplatform.cluster.pools import POOL_LABEL
 from mlplatform.config import parse_config
-from workloads import image
+from workloads import image, training_job
 
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
@@ -27,6 +27,10 @@ case "$(basename "$0") $1 $2" in
       *" get nodes "*) printf '%s\\n' $FAKE_NODES ;;
       *" get node/"*) printf '%s' "$FAKE_GPUS" ;;
       *" auth can-i "*) echo "$FAKE_CAN_I"; [ "$FAKE_CAN_I" = yes ] ;;
+      *" get jobset "*Completed*status*) printf '%s' "$FAKE_COMPLETED" ;;
+      *" get jobset "*Failed*status*) printf '%s' "$FAKE_FAILED" ;;
+      *" get jobset "*Failed*message*) printf '%s' "$FAKE_FAILED_MESSAGE" ;;
+      *" get workloads "*) printf '%s' "$FAKE_ACTIVE" ;;
     esac ;;
   "docker buildx version") [ -n "$FAKE_BUILDX" ] ;;
   "chmod"*) exit 1 ;;
@@ -170,3 +174,24 @@ def test_eks_provider_waits_until_the_deployer_is_let_in(stubs: dict[str, str]) 
     refused = run(eks.WAIT_FOR_API, {**env, "FAKE_CAN_I": "error: You must be logged in to the server (Unauthorized)"})
     assert refused.returncode == 1 and refused.stdout == ""
     assert "Unauthorized" in refused.stderr and "eksPublicAccessCidrs" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("state", "ok", "says"),
+    [
+        ({"FAKE_COMPLETED": "True"}, True, "completed"),
+        ({"FAKE_FAILED": "True", "FAKE_FAILED_MESSAGE": "jobset failed due to reaching max number of restarts"},
+         False, "failed: jobset failed due to reaching max number of restarts"),
+        ({"FAKE_ACTIVE": "false"}, False, "deactivated by Kueue"),
+        ({}, False, "did not finish within 0s"),
+    ],
+)  # fmt: skip
+def test_a_jobset_run_is_awaited_and_a_failure_fails_fast(
+    stubs: dict[str, str], state: dict[str, str], ok: bool, says: str
+) -> None:
+    # Pulumi's generic await would wait out its whole timeout on a failed JobSet: this step does not.
+    env = {**stubs, "KUBECONFIG_DATA": "kc", "NAMESPACE": "team", "RUN": "train-1a2b3c4d", "TIMEOUT_SECONDS": "0",
+           **state}  # fmt: skip
+    done = run(training_job.AWAIT_RUN, env)
+    assert (done.returncode == 0) is ok, done.stderr
+    assert says in (done.stdout if ok else done.stderr)

@@ -240,7 +240,11 @@ def test_dev_stack_trains_with_two_sharded_workers_and_retrains_through_a_launch
     assert "--wait-for-shards" in args["finish"]  # it starts with the workers (dependsOn Ready)
     # Every step reads and writes one directory per run on the shared model store.
     assert all(any("/models/.runs/$(RUN_NAME)" in a for a in step) for step in args.values())
-    assert jobset.urn in deployment.dependencies  # serving waits for the run (pulumi.com/waitFor)
+    # Serving waits for the run: the await step, which fails fast when the run fails.
+    wait = dev.named("bookstore-train-await")
+    assert jobset.urn in wait.dependencies and wait.urn in deployment.dependencies
+    assert wait.props["environment"]["RUN"] == manifest["metadata"]["name"]
+    assert manifest["metadata"]["name"] in wait.props["triggers"]
     validate_manifest(manifest)
     launcher = dev.named("bookstore-retrain-cronjob").manifest()
     assert pod_spec(launcher)["serviceAccountName"] == "bookstore-retrain-launcher"
@@ -320,10 +324,13 @@ def test_jobset_is_queued_bounded_and_restricted_in_every_pod() -> None:
     assert labels["kueue.x-k8s.io/queue-name"] == "default" and labels["kueue.x-k8s.io/priority-class"] == "production"
     assert "suspend" not in jobset["spec"] and "ttlSecondsAfterFinished" not in jobset["spec"]  # Kueue's; kept
     assert jobset["spec"]["failurePolicy"] == {"maxRestarts": 2}
-    assert jobset["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Completed"}
+    # Pulumi's generic await cannot fail fast on Failed: the TrainingJob's own await step does.
+    assert jobset["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     for name, job in replicated(jobset).items():
         spec = job["template"]["spec"]
-        assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 3600  # failures restart the set
+        assert spec["backoffLimit"] == 0  # a failure restarts the set
+        # finish waits for the workers, then merges: its deadline outlasts theirs.
+        assert spec["activeDeadlineSeconds"] == (3600 + 1800 if name == "finish" else 3600), name
         assert_restricted({"kind": "Job", "spec": spec})
         (container,) = spec["template"]["spec"]["containers"]
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")
@@ -357,9 +364,12 @@ def test_a_distributed_retrain_is_a_launcher_that_may_only_create_jobsets() -> N
     assert "kueue.x-k8s.io/queue-name" not in cron["spec"]["jobTemplate"]["metadata"]["labels"]  # it queues nothing
     assert pod["containers"][0]["image"].startswith("registry.k8s.io/kubectl:v1.34")
     launched = yaml.safe_load(kinds["ConfigMap"]["data"]["jobset.yaml"])
-    assert launched["metadata"]["generateName"] == "retrain-" and "name" not in launched["metadata"]
+    # One fixed name: a second run cannot start while one exists (kubectl create refuses it), and a
+    # finished run is removed after an hour so the next one can.
+    assert launched["metadata"]["name"] == "retrain" and launched["spec"]["ttlSecondsAfterFinished"] == 3600
     assert launched["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default"
-    assert launched["spec"] == training_manifest(replace(DISTRIBUTED, name="retrain"))["spec"]
-    validate_manifest({**launched, "metadata": {**launched["metadata"], "name": "retrain-x7k2p"}})  # as named
+    run = training_manifest(replace(DISTRIBUTED, name="retrain"))["spec"]
+    assert launched["spec"] == {**run, "ttlSecondsAfterFinished": 3600}
+    validate_manifest(launched)
     egress = kinds["NetworkPolicy"]["spec"]["egress"]
     assert [p["port"] for p in egress[0]["ports"]] == [443, 6443] and "to" not in egress[0]

@@ -173,7 +173,9 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         volumes=[store.mount(REGISTRY_PATH), *scratch],
     )
     after_store = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[store]))
-    train_job = TrainingJob("bookstore-train", training, opts=after_store)
+    train_job = TrainingJob(
+        "bookstore-train", training, opts=after_store, kubeconfig=cluster.kubeconfig, cluster_identity=cluster.identity
+    )
     retrain = RetrainSchedule(
         "bookstore-retrain",
         RetrainSpec(training=replace(training, name="bookstore-retrain"), schedule=rec.retrain_schedule),

@@ -37,6 +37,8 @@ __all__ = [
 KUBECTL_IMAGE = "registry.k8s.io/kubectl:v1.34.0"
 LAUNCHES_LABEL = "mlplatform.io/launches"
 _TEMPLATE_KEY = "jobset.yaml"
+# A finished scheduled run stays this long for a look at its pods, then goes (before the next run).
+LAUNCHED_TTL_SECONDS = 3600
 _TEMPLATE_PATH = "/launch"
 # kind forwards the API to the control plane's 6443; EKS endpoints answer on 443.
 _API_PORTS = (443, 6443)
@@ -60,7 +62,8 @@ def _cronjob(spec: RetrainSpec, labels: dict[str, str], job_template: dict[str, 
         "spec": {
             "schedule": spec.schedule,
             "timeZone": spec.time_zone,
-            # Never two retrainings at once: they would race to promote.
+            # Never two retrainings at once: they would race to promote. (For a launcher this covers
+            # only the launch; the launched run's fixed name covers the run: see launched_jobset.)
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": spec.starting_deadline_seconds,
             "successfulJobsHistoryLimit": spec.history,
@@ -80,13 +83,19 @@ def retrain_cronjob_manifest(spec: RetrainSpec) -> dict[str, Any]:
     return _cronjob(spec, labels, {"metadata": {"labels": labels}, "spec": job_spec(training)})
 
 
-def launched_jobset(training: TrainingSpec) -> dict[str, Any]:
-    """The JobSet each scheduled run creates: the training run, named by the API server."""
+def launched_jobset(training: TrainingSpec, ttl_seconds: int = LAUNCHED_TTL_SECONDS) -> dict[str, Any]:
+    """The JobSet each scheduled run creates: the training run, under one fixed name.
+
+    The CronJob's ``Forbid`` covers only the launcher (done in seconds), not the run it starts: a
+    fixed name makes ``kubectl create`` refuse a second run while one exists (the launcher then
+    fails, visibly, with AlreadyExists), and ``ttlSecondsAfterFinished`` removes a finished run
+    (its Jobs, pods and Kueue workload) so the next one can start. A failed run's scratch stays on
+    the model store, under the same name: the next run resumes from its shards.
+    """
     manifest = copy.deepcopy(jobset_manifest(training))
-    metadata = manifest["metadata"]
-    metadata["generateName"] = f"{training.name}-"
-    del metadata["name"]
-    metadata.pop("annotations", None)  # Pulumi's await annotation: nothing awaits a scheduled run
+    manifest["metadata"]["name"] = training.name
+    manifest["metadata"].pop("annotations", None)  # Pulumi's await annotation: nothing awaits a scheduled run
+    manifest["spec"]["ttlSecondsAfterFinished"] = ttl_seconds
     return manifest
 
 

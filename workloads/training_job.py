@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pulumi
+import pulumi_command as command
 
 from mlplatform.jobset import JOBSET_API_VERSION
 from mlplatform.kueue import PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+# The finish step's time after the workers' deadline: merge, select, evaluate, register.
+FINISH_ALLOWANCE_SECONDS = 1800
 
 # A Job's name goes into its pods' `batch.kubernetes.io/job-name` label: at most 63 characters.
 _MAX_JOB_NAME = 63
@@ -189,13 +192,20 @@ _RUN_NAME_ENV = {
 
 
 def _replicated_job(
-    spec: TrainingSpec, name: str, args: Sequence[str], *, pods: int, gpus: int, after: dict[str, str] | None
+    spec: TrainingSpec,
+    name: str,
+    args: Sequence[str],
+    *,
+    pods: int,
+    gpus: int,
+    after: dict[str, str] | None,
+    deadline_seconds: int,
 ) -> dict[str, Any]:
     job: dict[str, Any] = {
         # No pod retries inside a step: a failure restarts the whole set (failurePolicy), which
         # resumes from what finished steps wrote.
         "backoffLimit": 0,
-        "activeDeadlineSeconds": spec.active_deadline_seconds,
+        "activeDeadlineSeconds": deadline_seconds,
         "completions": pods,
         "parallelism": pods,
         # A copy per container: a shared dict would be dumped as YAML anchors in the launcher's template.
@@ -222,15 +232,35 @@ def jobset_spec(spec: TrainingSpec) -> dict[str, Any]:
     steps = spec.steps
     if steps is None or spec.workers < 2:
         raise ValueError(f"TrainingSpec {spec.name}: a JobSet needs workers > 1 and their steps")
+    deadline = spec.active_deadline_seconds
     jobs: list[dict[str, Any]] = []
     if steps.prepare_args:
-        jobs.append(_replicated_job(spec, "prepare", steps.prepare_args, pods=1, gpus=0, after=None))
+        jobs.append(
+            _replicated_job(spec, "prepare", steps.prepare_args, pods=1, gpus=0, after=None, deadline_seconds=deadline)
+        )
     workers_after = {"name": "prepare", "status": "Complete"} if jobs else None
     jobs.append(
-        _replicated_job(spec, "workers", steps.worker_args, pods=spec.workers, gpus=spec.gpus, after=workers_after)
+        _replicated_job(
+            spec,
+            "workers",
+            steps.worker_args,
+            pods=spec.workers,
+            gpus=spec.gpus,
+            after=workers_after,
+            deadline_seconds=deadline,
+        )
     )
+    # finish waits for the workers, then merges: its deadline must outlast theirs.
     jobs.append(
-        _replicated_job(spec, "finish", steps.finish_args, pods=1, gpus=0, after={"name": "workers", "status": "Ready"})
+        _replicated_job(
+            spec,
+            "finish",
+            steps.finish_args,
+            pods=1,
+            gpus=0,
+            after={"name": "workers", "status": "Ready"},
+            deadline_seconds=deadline + FINISH_ALLOWANCE_SECONDS,
+        )
     )
     return {
         "failurePolicy": {"maxRestarts": steps.max_restarts},
@@ -248,8 +278,9 @@ def jobset_manifest(spec: TrainingSpec) -> dict[str, Any]:
             "name": run_name(spec),
             "namespace": spec.namespace,
             "labels": job_labels(spec),
-            # Pulumi waits for a JobSet to finish as it does for a Job (no built-in await for CRs).
-            "annotations": {"pulumi.com/waitFor": "condition=Completed"},
+            # Pulumi's generic await can only wait for Completed (a failed run would hold `up` until
+            # its timeout): the TrainingJob's await step watches for Completed and Failed instead.
+            "annotations": {"pulumi.com/skipAwait": "true"},
         },
         "spec": jobset_spec(spec),
     }
@@ -258,6 +289,37 @@ def jobset_manifest(spec: TrainingSpec) -> dict[str, Any]:
 def training_manifest(spec: TrainingSpec) -> dict[str, Any]:
     """The run as Kubernetes sees it: a Job for one worker, a JobSet for more."""
     return jobset_manifest(spec) if spec.workers > 1 else training_job_manifest(spec)
+
+
+# Waits for a JobSet run to finish, failing fast: Completed -> 0; Failed, or its Kueue workload
+# deactivated (evicted too often), -> 1 with the reason. Needs kubectl, as the cluster's setup does.
+AWAIT_RUN = r"""set -euo pipefail
+kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
+printf '%s' "$KUBECONFIG_DATA" > "$kc"
+k() { kubectl --kubeconfig "$kc" --namespace "$NAMESPACE" "$@"; }
+condition() { k get jobset "$RUN" -o "jsonpath={.status.conditions[?(@.type==\"$1\")].$2}" 2>/dev/null || true; }
+deadline=$((SECONDS + TIMEOUT_SECONDS))
+while :; do
+  if [ "$(condition Completed status)" = True ]; then echo "$RUN completed"; exit 0; fi
+  if [ "$(condition Failed status)" = True ]; then
+    echo "training run $RUN failed: $(condition Failed message). See kubectl -n $NAMESPACE describe jobset $RUN" \
+         "and its pods' status. A new run starts when its inputs change (or pulumi up --replace on the JobSet)." >&2
+    exit 1
+  fi
+  owned="{range .items[?(@.metadata.ownerReferences[0].name==\"$RUN\")]}{.spec.active}{end}"
+  active="$(k get workloads -o "jsonpath=$owned" 2>/dev/null || true)"
+  if [ "$active" = false ]; then
+    echo "training run $RUN was deactivated by Kueue (its pods never all ran within waitForPodsReady, too often):" \
+         "kubectl -n $NAMESPACE describe workloads; check the queue's quota and the nodes" >&2
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "training run $RUN did not finish within ${TIMEOUT_SECONDS}s: kubectl -n $NAMESPACE get workloads,jobsets" >&2
+    exit 1
+  fi
+  sleep 10
+done
+"""
 
 
 class TrainingJob(pulumi.ComponentResource):
@@ -274,18 +336,44 @@ class TrainingJob(pulumi.ComponentResource):
     bounded; Pulumi waits for the run to finish.
     """
 
-    def __init__(self, name: str, spec: TrainingSpec, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: TrainingSpec,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        kubeconfig: pulumi.Input[str] | None = None,
+        cluster_identity: pulumi.Input[str] | None = None,
+    ) -> None:
         super().__init__("mlplatform:workloads:TrainingJob", name, None, opts)
         manifest = training_manifest(spec)
+        # A queued run may wait for quota before it runs; Pulumi waits for it to finish.
+        timeout = pulumi.CustomTimeouts(create=f"{spec.active_deadline_seconds // 60 + 10}m")
         self.job = apply(
             f"{name}-{manifest['kind'].lower()}",
             manifest,
-            child_options(
-                opts,
-                self,
-                # A queued Job may wait for quota before it runs; Pulumi waits for it to finish.
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{spec.active_deadline_seconds // 60 + 10}m"),
-            ),
+            child_options(opts, self, custom_timeouts=None if spec.workers > 1 else timeout),
         )
         self.job_name = pulumi.Output.from_input(run_name(spec))
+        if spec.workers > 1:
+            if kubeconfig is None:
+                raise ValueError(f"TrainingJob {name}: a JobSet run needs the cluster's kubeconfig to be awaited")
+            steps = spec.steps
+            restarts = steps.max_restarts if steps is not None else 0
+            # Every attempt of the set may use a worker's deadline plus the finish step's allowance.
+            budget = (restarts + 1) * (spec.active_deadline_seconds + FINISH_ALLOWANCE_SECONDS) + 600
+            command.local.Command(
+                f"{name}-await",
+                create=AWAIT_RUN,
+                interpreter=["/bin/bash", "-c"],
+                environment={
+                    "KUBECONFIG_DATA": kubeconfig,
+                    "NAMESPACE": spec.namespace,
+                    "RUN": run_name(spec),
+                    "TIMEOUT_SECONDS": str(budget),
+                },
+                # A new run (new name) or a new cluster is awaited again; nothing else re-runs it.
+                triggers=[run_name(spec), *([cluster_identity] if cluster_identity is not None else [])],
+                opts=child_options(opts, self, depends_on=[self.job]),
+            )
         self.register_outputs({"job_name": self.job_name})
