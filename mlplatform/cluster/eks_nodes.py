@@ -30,7 +30,9 @@ CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 _AUTOSCALER_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 # cluster-autoscaler changes the desired size; Pulumi sets it once, at creation, and never resets it
-# (a second `pulumi up` would otherwise scale GPU nodes back to the configured size mid-job).
+# (a second `pulumi up` would otherwise scale GPU nodes back to the configured size mid-job). A change
+# of min or max still sends the *recorded* desired size with them (one AWS call): docs/eks.md says to
+# make such changes with `pulumi up --refresh`, which records the autoscaler's current size first.
 AUTOSCALER_OWNED = ("scalingConfig.desiredSize",)
 
 
