@@ -40,8 +40,10 @@ def ml_namespace(team: TeamConfig, psa_version: str = versions.PSA_VERSION) -> d
 
 def resource_quota(team: TeamConfig) -> dict[str, Any]:
     """The most the namespace holds at once: CPU, memory and GPUs requested (never less than its
-    ClusterQueue may admit, so an admitted workload's pods are never refused), and no externally
-    exposed Services."""
+    ClusterQueue may admit, and no externally exposed Services). Pods Kueue does not admit (serving
+    replicas, the retrain launcher) count against the same quota: when they use its headroom, an
+    admitted workload's pods can still be refused, so teamCpuQuota/teamMemoryQuota should exceed what
+    the queue admits by what serving needs."""
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
