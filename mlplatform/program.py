@@ -13,7 +13,6 @@ from typing import Any
 import pulumi
 
 from .cluster import Cluster
-from .cluster.kind import KindCluster
 from .config import ClusterProvider, PlatformConfig
 from .gpu import DCGM_METRICS_PORT, GPU_NAMESPACE, GpuStack, GpuStackArgs
 from .jobset import JobSetController
@@ -58,6 +57,8 @@ def create_cluster(config: PlatformConfig) -> Cluster:
         from .cluster.eks import EksCluster
 
         return EksCluster(config.cluster_name, config)
+    from .cluster.kind import KindCluster
+
     return KindCluster(config.cluster_name, config)
 
 
@@ -124,11 +125,9 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         for team in config.teams
     }
     # Helm's --wait passes a crash-looping device plugin on a one-node GPU pool: wait for capacity.
-    gpus_advertised = None
-    if isinstance(cluster, KindCluster):
-        gpus_advertised = cluster.wait_for_gpus(
-            f"{config.cluster_name}-gpus-advertised", opts=pulumi.ResourceOptions(depends_on=[gpu])
-        )
+    gpus_advertised = cluster.wait_for_gpus(
+        f"{config.cluster_name}-gpus-advertised", opts=pulumi.ResourceOptions(depends_on=[gpu])
+    )
     platform = Platform(
         config, cluster, gpu, kueue, jobset, metrics, namespaces, monitoring=monitoring, gpus_advertised=gpus_advertised
     )

@@ -9,7 +9,6 @@ the run's JobSet (queue label included) from a ConfigMap. The policy pack verifi
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,7 +91,7 @@ def launched_jobset(training: TrainingSpec, ttl_seconds: int = LAUNCHED_TTL_SECO
     (its Jobs, pods and Kueue workload) so the next one can start. A failed run's scratch stays on
     the model store, under the same name: the next run resumes from its shards.
     """
-    manifest = copy.deepcopy(jobset_manifest(training))
+    manifest = jobset_manifest(training)  # built afresh: ours to change
     manifest["metadata"]["name"] = training.name
     manifest["metadata"].pop("annotations", None)  # Pulumi's await annotation: nothing awaits a scheduled run
     manifest["spec"]["ttlSecondsAfterFinished"] = ttl_seconds

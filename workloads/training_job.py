@@ -15,7 +15,6 @@ create and un-suspends it on admission, so ``spec.suspend`` is Kueue's, never ou
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -124,11 +123,12 @@ def run_name(spec: TrainingSpec) -> str:
     return name
 
 
-def _container(
+def _pod_template(
     spec: TrainingSpec, args: Sequence[str], *, gpus: int, extra_env: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    _, mounts = volumes_and_mounts(spec.volumes)
-    return {
+    """The pod of one step: the run's one container, restricted, writing only to its volumes."""
+    pod_volumes, mounts = volumes_and_mounts(spec.volumes)
+    container = {
         "name": "train",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
@@ -141,10 +141,6 @@ def _container(
         # A failed step's last log lines land in its pod's status, where `kubectl describe` shows them.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-
-
-def _pod_template(spec: TrainingSpec, container: dict[str, Any]) -> dict[str, Any]:
-    pod_volumes, _ = volumes_and_mounts(spec.volumes)
     return {
         "metadata": {"labels": {k: v for k, v in job_labels(spec).items() if k != QUEUE_NAME_LABEL}},
         "spec": {
@@ -169,7 +165,7 @@ def job_spec(spec: TrainingSpec) -> dict[str, Any]:
         **cleanup,
         "completions": 1,
         "parallelism": 1,
-        "template": _pod_template(spec, _container(spec, spec.args, gpus=spec.gpus)),
+        "template": _pod_template(spec, spec.args, gpus=spec.gpus),
     }
 
 
@@ -184,11 +180,11 @@ def training_job_manifest(spec: TrainingSpec) -> dict[str, Any]:
     }
 
 
-# What each pod of a JobSet knows about its run: the run's name (to share a directory keyed by it).
-_RUN_NAME_ENV = {
-    "name": "RUN_NAME",
-    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOBSET_NAME_LABEL}']"}},
-}
+def _run_name_env() -> dict[str, Any]:
+    """What each pod of a JobSet knows about its run: the run's name (to share a directory keyed by
+    it). A fresh dict per container: a shared one would be dumped as YAML anchors in the launcher's
+    template."""
+    return {"name": "RUN_NAME", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOBSET_NAME_LABEL}']"}}}
 
 
 def _replicated_job(
@@ -208,8 +204,7 @@ def _replicated_job(
         "activeDeadlineSeconds": deadline_seconds,
         "completions": pods,
         "parallelism": pods,
-        # A copy per container: a shared dict would be dumped as YAML anchors in the launcher's template.
-        "template": _pod_template(spec, _container(spec, args, gpus=gpus, extra_env=[copy.deepcopy(_RUN_NAME_ENV)])),
+        "template": _pod_template(spec, args, gpus=gpus, extra_env=[_run_name_env()]),
     }
     if pods > 1:
         job["completionMode"] = "Indexed"  # each pod gets JOB_COMPLETION_INDEX

@@ -50,3 +50,10 @@ class Cluster(Protocol):
     # How the cluster adds GPU nodes when asked (EKS: cluster-autoscaler and ProvisioningRequests,
     # whose CRD is then among ``ready``); None = a fixed set of nodes (kind).
     node_provisioning: NodeProvisioning | None
+
+    def wait_for_gpus(
+        self, name: str, *, timeout_seconds: int = 600, opts: pulumi.ResourceOptions | None = None
+    ) -> pulumi.Resource | None:
+        """A step that succeeds once the GPU nodes advertise ``nvidia.com/gpu`` (give it the device
+        plugin in ``opts.depends_on``), where a fixed set of real GPU nodes exists; None otherwise."""
+        ...

@@ -403,6 +403,14 @@ class EksCluster(pulumi.ComponentResource):
             }
         )
 
+    def wait_for_gpus(
+        self, name: str, *, timeout_seconds: int = 600, opts: pulumi.ResourceOptions | None = None
+    ) -> pulumi.Resource | None:
+        """None: GPU nodes come and go with cluster-autoscaler, and a GPU quota of zero must not
+        block the platform; a GPU workload waits for its node through Kueue's admission check."""
+        del name, timeout_seconds, opts
+        return None
+
     def _addon(
         self,
         name: str,
