@@ -49,11 +49,13 @@ RESERVED_NAMESPACES = frozenset(
         "kube-node-lease",
         "kueue-system",
         "gpu-system",
+        "gpu-operator",
         "monitoring",
         "local-path-storage",
     }
 )
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GPU_MODEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -85,11 +87,21 @@ KEYS: dict[str, Key] = {
     "kubernetesVersion": Key("string", "1.34", "Kubernetes minor version (EKS control plane)."),
     "kindCpuWorkers": Key("integer", 1, "kind: CPU worker nodes."),
     "kindGpuWorkers": Key("integer", 1, "kind: GPU-pool worker nodes (tainted nvidia.com/gpu)."),
-    "kindGpusPerWorker": Key("integer", 2, "kind: nvidia.com/gpu advertised per GPU worker."),
+    "kindGpusPerWorker": Key("integer", 2, "kind: GPUs per GPU worker (time-slicing multiplies what it advertises)."),
     "kindSimulateGpus": Key(
         "boolean",
         True,
-        "kind: advertise SIMULATED nvidia.com/gpu capacity on GPU workers (no real GPU).",
+        "kind: SIMULATED GPUs (fake-gpu-operator: a device plugin, a DCGM-compatible exporter and nvidia-smi; "
+        "no real GPU); false = real GPUs with the NVIDIA device plugin and DCGM exporter.",
+    ),
+    "kindGpuModel": Key(
+        "string",
+        "NVIDIA-A10G",
+        "kind, simulated GPUs: the model they report (DCGM modelName, node label nvidia.com/gpu.product); "
+        "default the GPU of the eks stack's g5.xlarge.",
+    ),
+    "kindGpuMemoryMiB": Key(
+        "integer", 23028, "kind, simulated GPUs: memory of each GPU in MiB (DCGM_FI_DEV_FB_USED + FB_FREE)."
     ),
     "kindModelStorePath": Key(
         "string",
@@ -174,8 +186,10 @@ def default_model_store_path(env: Mapping[str, str] | None = None) -> str:
 class KindConfig:
     cpu_workers: int = 1
     gpu_workers: int = 1
-    gpus_per_worker: int = 2  # nvidia.com/gpu advertised on each GPU worker
-    simulate_gpus: bool = True  # extended-resource capacity, no driver: the device plugin stays off
+    gpus_per_worker: int = 2  # GPUs on each GPU worker (time-slicing multiplies what it advertises)
+    simulate_gpus: bool = True  # fake-gpu-operator instead of the NVIDIA device plugin and DCGM
+    gpu_model: str = "NVIDIA-A10G"  # simulated GPUs: the model they report (the eks default's g5.xlarge)
+    gpu_memory_mib: int = 23028  # simulated GPUs: memory of each, as an A10G reports it
     # Not /tmp: cleared at reboot, and Docker would then recreate the mount root-owned and empty.
     model_store_path: str = field(default_factory=lambda: default_model_store_path())
 
@@ -213,6 +227,7 @@ class RecommenderConfig:
     def training_pods(self) -> int:
         """Pods Kueue reserves quota for at admission: all of a JobSet's steps at once."""
         return self.training_workers + 2 if self.training_workers > 1 else 1
+
     retrain_schedule: str = "0 3 * * *"
     team: str = "bookstore-ml"  # the first configured team hosts the recommender
 
@@ -387,6 +402,8 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         gpu_workers=r.get("kindGpuWorkers"),
         gpus_per_worker=r.get("kindGpusPerWorker"),
         simulate_gpus=r.get("kindSimulateGpus"),
+        gpu_model=r.get("kindGpuModel"),
+        gpu_memory_mib=r.get("kindGpuMemoryMiB"),
         model_store_path=r.get("kindModelStorePath") or default_model_store_path(),
     )
     # The control plane is tainted and GPU workers repel untolerating pods: platform services
@@ -394,6 +411,21 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     r.at_least("kindCpuWorkers", kind.cpu_workers, 1 if provider is ClusterProvider.KIND else 0)
     r.at_least("kindGpuWorkers", kind.gpu_workers, 0)
     r.at_least("kindGpusPerWorker", kind.gpus_per_worker, 1)
+    # The model becomes a node label value and a Prometheus label: a label-safe name, as NVIDIA's own
+    # feature discovery writes it (spaces as '-').
+    r.check(
+        bool(_GPU_MODEL.match(kind.gpu_model)),
+        "kindGpuModel",
+        kind.gpu_model,
+        "letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters "
+        "(e.g. NVIDIA-A10G, Tesla-T4)",
+    )
+    r.check(
+        1024 <= kind.gpu_memory_mib <= 1048576,
+        "kindGpuMemoryMiB",
+        kind.gpu_memory_mib,
+        "MiB of one GPU, from 1024 to 1048576 (e.g. 23028 for an A10G, 81559 for an 80 GB H100)",
+    )
     r.check(kind.model_store_path.startswith("/"), "kindModelStorePath", kind.model_store_path, "an absolute host path")
 
     eks = _parse_eks(r)

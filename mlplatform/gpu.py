@@ -1,4 +1,9 @@
-"""The NVIDIA device plugin and the DCGM exporter, on GPU nodes only."""
+"""The GPU stack on the GPU nodes: the NVIDIA device plugin and DCGM exporter where GPUs are real,
+a simulated device plugin, DCGM-compatible exporter and ``nvidia-smi`` where they are not (kind).
+
+The cluster says which (``Cluster.simulated_gpus``); either way a GPU pod gets ``nvidia.com/gpu``
+from a device plugin, and Prometheus reads the same ``DCGM_FI_DEV_*`` series from port 9400.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,32 @@ import pulumi
 import yaml
 
 from . import versions
-from .cluster.pools import GPU_PRESENT_LABEL, GPU_RESOURCE, NodePool
+from .cluster.pools import GPU_PRESENT_LABEL, GPU_RESOURCE, SIMULATED_POOL_LABEL, NodePool, SimulatedGpus
 from .helm import release
+from .monitoring.scrape import service_monitor
 from .objects import apply, child_options, namespace_manifest
 
-__all__ = ["GPU_NAMESPACE", "GpuStack", "GpuStackArgs", "dcgm_exporter_values", "device_plugin_values"]
+__all__ = [
+    "GPU_NAMESPACE",
+    "SIMULATED_GPU_NAMESPACE",
+    "GpuMetrics",
+    "GpuStack",
+    "GpuStackArgs",
+    "dcgm_exporter_values",
+    "device_plugin_values",
+    "simulated_gpu_values",
+]
 
 GPU_NAMESPACE = "gpu-system"
+# The simulated stack's own namespace: its nvidia-smi asks http://topology-server.gpu-operator for the
+# node's GPUs (cmd/nvidia-smi at v0.2.0), so any other namespace leaves nvidia-smi without devices.
+SIMULATED_GPU_NAMESPACE = "gpu-operator"
 DCGM_METRICS_PORT = 9400
+# What the fake-gpu-operator chart (v0.2.0, templates/status-exporter) names its exporter: the
+# DaemonSet's pod labels and the Service's port, which the ServiceMonitor and NetworkPolicy select.
+SIMULATED_EXPORTER_POD_LABELS = {"app": "nvidia-dcgm-exporter", "component": "status-exporter"}
+SIMULATED_EXPORTER_SERVICE = "nvidia-dcgm-exporter"
+SIMULATED_EXPORTER_PORT_NAME = "gpu-metrics"
 
 
 def real_gpu_selector(pool: NodePool) -> dict[str, str]:
@@ -66,42 +89,107 @@ def dcgm_exporter_values(
     return values
 
 
+def _pinned(component: str) -> dict[str, str]:
+    repository, tag = versions.FAKE_GPU_OPERATOR_IMAGES[component]
+    return {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}
+
+
+def simulated_gpu_values(gpus: SimulatedGpus) -> dict[str, Any]:
+    """fake-gpu-operator's values: its device plugin advertises ``gpus.per_node`` GPUs on every node
+    labelled ``run.ai/simulated-gpu-node-pool=<gpus.pool>``, its status exporter serves them as DCGM
+    series, and nothing else of the chart runs that dev does not use (no KWOK, MIG or DRA parts, no GPU
+    profiles; no RuntimeClass: nothing here selects one)."""
+    repository, tag = versions.FAKE_GPU_OPERATOR_INIT_IMAGE
+    return {
+        "devicePlugin": {"image": _pinned("device-plugin")},
+        "statusUpdater": {
+            "image": _pinned("status-updater"),
+            # Only Run:ai's reservation pods are patched (handlers/pod/gpu_reservation_pod_handler.go):
+            # no cluster-wide right to patch pods.
+            "podPatchRbac": {"enabled": False},
+        },
+        "topologyServer": {"image": _pinned("topology-server")},
+        "statusExporter": {"image": _pinned("status-exporter")},
+        "ubuntu": {"image": {"repository": repository, "tag": tag}},
+        "kwokGpuDevicePlugin": {"enabled": False},
+        "migFaker": {"enabled": False},
+        "runtimeClass": {"enabled": False},
+        # GPU profiles (ConfigMaps) serve pools that name one; ours states its GPUs itself.
+        "builtinProfiles": {"enabled": False},
+        "topology": {
+            "nodePoolLabelKey": SIMULATED_POOL_LABEL,
+            # One pool: the GPU pool's nodes, all alike. gpuCount is what each node advertises. Helm
+            # merges maps into the chart's defaults: null drops its example pool "default".
+            "nodePools": {
+                "default": None,
+                gpus.pool: {"gpuProduct": gpus.model, "gpuCount": gpus.per_node, "gpuMemory": gpus.memory_mib},
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class GpuMetrics:
+    """Where the GPU series are served: the exporter pods of ``namespace`` matching ``pod_labels``."""
+
+    namespace: str
+    pod_labels: Mapping[str, str]
+    port: int = DCGM_METRICS_PORT
+
+
 @dataclass(frozen=True)
 class GpuStackArgs:
     gpu_pool: NodePool
+    # The GPUs the pool's nodes simulate (the cluster's ``simulated_gpus``); None = real GPUs.
+    simulated: SimulatedGpus | None = None
     time_slicing_replicas: int = 1  # pods per physical GPU; 1 = no sharing
     service_monitor: bool = False  # only with the Prometheus operator's CRDs installed
     service_monitor_labels: Mapping[str, str] = field(default_factory=dict)
     device_plugin_overrides: Mapping[str, Any] = field(default_factory=dict)
     dcgm_overrides: Mapping[str, Any] = field(default_factory=dict)
+    simulator_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 class GpuStack(pulumi.ComponentResource):
-    """NVIDIA device plugin + DCGM exporter in their own PSA-``privileged`` namespace.
+    """The GPU nodes' device plugin and metrics exporter in their own PSA-``privileged`` namespace.
 
-    Guarantees: the namespace holds nothing else (host-path mounts stay out of ML namespaces);
-    both DaemonSets tolerate the GPU taint and select only GPU-pool nodes with real GPUs;
-    DCGM's ServiceMonitor exists only when asked for (the CRD must be installed).
+    Real GPUs: the NVIDIA device plugin and DCGM exporter in ``gpu-system``, selecting only GPU-pool
+    nodes with real GPUs. Simulated GPUs: fake-gpu-operator in ``gpu-operator``, advertising exactly
+    the GPUs Kueue's quota counts and serving DCGM's series names. Guarantees: the namespace holds
+    nothing else (host-path mounts stay out of ML namespaces); every DaemonSet tolerates the GPU taint;
+    the exporter's ServiceMonitor exists only when asked for (the CRD must be installed); ``metrics``
+    says where the GPU series are served, for the NetworkPolicy that admits Prometheus.
     """
 
     def __init__(self, name: str, args: GpuStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:gpu:GpuStack", name, None, opts)
-        child = child_options(opts, self)
+        namespace = GPU_NAMESPACE if args.simulated is None else SIMULATED_GPU_NAMESPACE
         self.namespace = apply(
             f"{name}-namespace",
-            namespace_manifest(GPU_NAMESPACE, "privileged", versions.PSA_VERSION),
-            child,
+            namespace_manifest(namespace, "privileged", versions.PSA_VERSION),
+            child_options(opts, self),
         )
         in_ns = child_options(opts, self, depends_on=[self.namespace])
-        self.device_plugin = release(
+        if args.simulated is None:
+            self.releases = self._real(args, in_ns)
+            self.metrics = GpuMetrics(namespace, {"app.kubernetes.io/name": "dcgm-exporter"})
+        else:
+            self.releases = self._simulated(name, args, args.simulated, in_ns)
+            self.metrics = GpuMetrics(namespace, SIMULATED_EXPORTER_POD_LABELS)
+        self.namespace_name = pulumi.Output.from_input(namespace)
+        self.register_outputs({"namespace_name": self.namespace_name})
+
+    @staticmethod
+    def _real(args: GpuStackArgs, opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        device_plugin = release(
             "nvidia-device-plugin",
             versions.NVIDIA_DEVICE_PLUGIN,
             namespace=GPU_NAMESPACE,
             values=device_plugin_values(args.gpu_pool, time_slicing_replicas=args.time_slicing_replicas),
             values_overrides=args.device_plugin_overrides,
-            opts=in_ns,
+            opts=opts,
         )
-        self.dcgm_exporter = release(
+        dcgm_exporter = release(
             "dcgm-exporter",
             versions.DCGM_EXPORTER,
             namespace=GPU_NAMESPACE,
@@ -109,7 +197,34 @@ class GpuStack(pulumi.ComponentResource):
                 args.gpu_pool, service_monitor=args.service_monitor, service_monitor_labels=args.service_monitor_labels
             ),
             values_overrides=args.dcgm_overrides,
-            opts=in_ns,
+            opts=opts,
         )
-        self.namespace_name = pulumi.Output.from_input(GPU_NAMESPACE)
-        self.register_outputs({"namespace_name": self.namespace_name})
+        return [device_plugin, dcgm_exporter]
+
+    def _simulated(
+        self, name: str, args: GpuStackArgs, gpus: SimulatedGpus, opts: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        simulator = release(
+            "fake-gpu-operator",
+            versions.FAKE_GPU_OPERATOR,
+            namespace=SIMULATED_GPU_NAMESPACE,
+            values=simulated_gpu_values(gpus),
+            values_overrides=args.simulator_overrides,
+            opts=opts,
+        )
+        if args.service_monitor:
+            # The chart ships a Service but no ServiceMonitor: the same scrape the DCGM chart renders on
+            # real GPUs (honorLabels false: the GPU's pod arrives as exported_pod, as there).
+            monitor = service_monitor(
+                SIMULATED_GPU_NAMESPACE,
+                SIMULATED_EXPORTER_SERVICE,
+                selector={"app": SIMULATED_EXPORTER_POD_LABELS["app"]},
+                port_name=SIMULATED_EXPORTER_PORT_NAME,
+            )
+            monitor["metadata"]["labels"].update(args.service_monitor_labels)
+            apply(
+                f"{name}-exporter-monitor",
+                monitor,
+                pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[simulator])),
+            )
+        return [simulator]

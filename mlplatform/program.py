@@ -14,7 +14,7 @@ import pulumi
 
 from .cluster import Cluster
 from .config import ClusterProvider, PlatformConfig
-from .gpu import DCGM_METRICS_PORT, GPU_NAMESPACE, GpuStack, GpuStackArgs
+from .gpu import GpuStack, GpuStackArgs
 from .jobset import JobSetController
 from .kueue import Kueue, KueueArgs
 from .metrics_server import MetricsServer
@@ -35,12 +35,12 @@ class Platform:
     metrics_server: MetricsServer
     namespaces: dict[str, MlNamespace]
     monitoring: Any = None  # mlplatform.monitoring.Monitoring when config.monitoring
-    # With real GPUs on kind: the step that waits until GPU nodes advertise nvidia.com/gpu.
+    # On kind: the step that waits until the GPU nodes advertise the nvidia.com/gpu the quota counts.
     gpus_advertised: pulumi.Resource | None = None
 
     def k8s_opts(self) -> pulumi.ResourceOptions:
-        """Options for an app's objects: the cluster's provider, once the cluster (and any real
-        GPU capacity) is usable."""
+        """Options for an app's objects: the cluster's provider, once the cluster (and the GPU
+        capacity of a fixed set of GPU nodes) is usable."""
         opts = on_cluster(self.cluster)
         if self.gpus_advertised is not None:
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self.gpus_advertised]))
@@ -75,12 +75,17 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         monitoring = Monitoring(
             "monitoring", MonitoringArgs.for_platform(config, cluster, adapter_rules=adapter_rules), opts=cluster_opts
         )
-        # ServiceMonitors are rendered without checking for their CRD: install the operator first.
-        after_monitoring = pulumi.ResourceOptions.merge(cluster_opts, pulumi.ResourceOptions(depends_on=[monitoring]))
+        # ServiceMonitors are rendered without checking for their CRD: install the operator first. Its
+        # release, not all of `monitoring`: the apps' scrape objects are its children too, and they wait
+        # for the GPU capacity, which waits for the GPU stack (a cycle).
+        after_monitoring = pulumi.ResourceOptions.merge(
+            cluster_opts, pulumi.ResourceOptions(depends_on=[monitoring.stack])
+        )
     gpu = GpuStack(
         "gpu",
         GpuStackArgs(
             gpu_pool=cluster.gpu_pool,
+            simulated=cluster.simulated_gpus,
             time_slicing_replicas=config.gpu_time_slicing_replicas,
             service_monitor=monitoring is not None,
             service_monitor_labels=monitoring.service_monitor_labels if monitoring else {},
@@ -88,13 +93,13 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         opts=after_monitoring,
     )
     if monitoring is not None:
-        # DCGM's port accepts Prometheus and nothing else. Parented to the GPU stack: as a child of
-        # `monitoring` it would wait on the GPU stack, which waits on all of `monitoring` (a deadlock).
+        # The GPU exporter's port accepts Prometheus and nothing else. Parented to the GPU stack: as a
+        # child of `monitoring` it would wait on the GPU stack, which waits on all of `monitoring` (a deadlock).
         monitoring.admit_prometheus(
             "dcgm",
-            namespace=GPU_NAMESPACE,
-            pod_labels={"app.kubernetes.io/name": "dcgm-exporter"},
-            port=DCGM_METRICS_PORT,
+            namespace=gpu.metrics.namespace,
+            pod_labels=gpu.metrics.pod_labels,
+            port=gpu.metrics.port,
             opts=pulumi.ResourceOptions(parent=gpu, depends_on=[gpu.namespace]),
         )
         pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
@@ -124,7 +129,8 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         )
         for team in config.teams
     }
-    # Helm's --wait passes a crash-looping device plugin on a one-node GPU pool: wait for capacity.
+    # Helm's --wait passes a crash-looping device plugin on a one-node GPU pool: wait for capacity
+    # (real or simulated, a device plugin advertises it).
     gpus_advertised = cluster.wait_for_gpus(
         f"{config.cluster_name}-gpus-advertised", opts=pulumi.ResourceOptions(depends_on=[gpu])
     )

@@ -12,6 +12,8 @@ __all__ = [
     "CLUSTER_AUTOSCALER",
     "CLUSTER_AUTOSCALER_IMAGE",
     "DCGM_EXPORTER",
+    "FAKE_GPU_OPERATOR",
+    "FAKE_GPU_OPERATOR_IMAGES",
     "JOBSET",
     "JOBSET_IMAGE",
     "KIND_NODE_IMAGE",
@@ -50,6 +52,17 @@ NVIDIA_DEVICE_PLUGIN_IMAGE = ("nvcr.io/nvidia/k8s-device-plugin", "v0.20.0")
 
 DCGM_EXPORTER = Chart(name="dcgm-exporter", version="4.8.2", repo="https://nvidia.github.io/dcgm-exporter/helm-charts")
 DCGM_EXPORTER_IMAGE = ("nvcr.io/nvidia/k8s/dcgm-exporter", "4.5.3-4.8.2-distroless")
+
+# Simulated GPUs (kind with kindSimulateGpus): run-ai/fake-gpu-operator, MIT. Its CI publishes the chart
+# and every component image for tag v0.2.0 as version/tag 0.2.0; the chart in git says 0.0.1 and
+# leaves image tags empty ("replaced during CD"), so pin the chart AND each image's tag here.
+FAKE_GPU_OPERATOR = Chart(name="oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator", version="0.2.0")
+FAKE_GPU_OPERATOR_IMAGES: dict[str, tuple[str, str]] = {
+    component: (f"ghcr.io/run-ai/fake-gpu-operator/{component}", "0.2.0")
+    for component in ("device-plugin", "status-updater", "status-exporter", "topology-server")
+}
+# The status exporter's init container (chmod of its host directory): the chart's own default tag.
+FAKE_GPU_OPERATOR_INIT_IMAGE = ("ubuntu", "24.04")
 
 KUEUE = Chart(name="oci://registry.k8s.io/kueue/charts/kueue", version="0.19.2")
 # The chart in git carries staging image values; the published chart rewrites them. Pin ours explicitly.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlplatform.capture import FAKE_KUBECONFIG, REPO_ROOT, Capture, capture_stack
 from mlplatform.config import default_model_store_path
@@ -212,15 +213,23 @@ def test_every_run_makes_the_store_directories_before_the_cluster_mounts_them(de
 # --- 6. Real GPUs: nothing that needs them before they are advertised ---------------------------
 
 
-def test_with_real_gpus_workloads_wait_until_gpu_nodes_advertise_them(dev: Capture) -> None:
-    real = capture_stack("dev", {"kindSimulateGpus": False})
-    wait = real.named("ml-platform-gpus-advertised")
-    device_plugin = real.named("nvidia-device-plugin")
+@pytest.mark.parametrize("simulate", [True, False])
+def test_workloads_wait_until_gpu_nodes_advertise_what_the_quota_counts(simulate: bool) -> None:
+    # Real or simulated, a device plugin advertises the GPUs: nothing that needs one starts before.
+    stack = capture_stack("dev", {"kindSimulateGpus": simulate, "gpuTimeSlicingReplicas": 3})
+    wait = stack.named("ml-platform-gpus-advertised")
+    device_plugin = stack.named("fake-gpu-operator" if simulate else "nvidia-device-plugin")
     assert device_plugin.urn in wait.dependencies
-    assert wait.urn in real.named("bookstore-train-jobset").dependencies
-    assert "nvidia.com/gpu" in wait.props["environment"]["GPU_RESOURCE"]
-    # Simulated GPUs need no device plugin: nothing waits for it.
-    assert not [r for r in dev.resources if r.name.endswith("gpus-advertised")]
+    assert wait.urn in stack.named("bookstore-train-jobset").dependencies
+    assert wait.props["environment"]["GPU_RESOURCE"] == "nvidia.com/gpu"
+    (flavor,) = [f for q in stack.kind("ClusterQueue") for g in q["spec"]["resourceGroups"] for f in g["flavors"]
+                 if f["name"] == "gpu"]  # fmt: skip
+    kind_nodes = yaml.safe_load(stack.named("ml-platform-kind").props["environment"]["KIND_CONFIG"])["nodes"]
+    nodes = len([n for n in kind_nodes if n.get("labels", {}).get("mlplatform.io/pool") == "gpu"])
+    per_node = int(wait.props["environment"]["EXPECTED_GPUS"])
+    assert per_node * nodes == flavor["resources"][0]["nominalQuota"] == 6  # 1 node x 2 GPUs x 3 replicas
+    no_gpus = capture_stack("dev", {"kindGpuWorkers": 0, "teams": ["bookstore-ml gpus=0"]})
+    assert not [r for r in no_gpus.resources if r.name.endswith("gpus-advertised")]
 
 
 # --- 7. EKS: pods pull the pushed image by digest -----------------------------------------------

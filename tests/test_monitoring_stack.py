@@ -78,7 +78,6 @@ def test_monitoring_off_creates_no_monitor_rule_or_stack(off: Capture) -> None:
     assert off.kind("ServiceMonitor") == [] and off.kind("PrometheusRule") == [] and off.kind("PodMonitor") == []
     charts = {r.props["chart"] for r in off.of_type("kubernetes:helm.sh/v3:Release")}
     assert not charts & {"kube-prometheus-stack", "prometheus-adapter"}
-    assert _release(off, "dcgm-exporter")["values"]["serviceMonitor"]["enabled"] is False
     assert _release(off, "oci://registry.k8s.io/kueue/charts/kueue")["values"]["enablePrometheus"] is False
     assert off.result.monitoring is None
 
@@ -132,8 +131,7 @@ def test_platform_and_serving_alerts_are_installed(on: Capture) -> None:
 
 
 def test_scrape_wires_a_service_monitor_and_lets_only_prometheus_in(on: Capture) -> None:
-    (monitor,) = on.kind("ServiceMonitor")
-    assert monitor["metadata"]["namespace"] == TEAM
+    (monitor,) = _in(on, "ServiceMonitor", TEAM)  # (the simulated GPUs' exporter has one too)
     assert monitor["spec"]["selector"]["matchLabels"] == SELECTOR
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}]
     (policy,) = [p for p in _in(on, "NetworkPolicy", TEAM) if p["metadata"]["name"] == f"allow-prometheus-{APP}"]
@@ -146,7 +144,7 @@ def test_scrape_wires_a_service_monitor_and_lets_only_prometheus_in(on: Capture)
         }
     ]
     assert policy["spec"]["podSelector"] == {"matchLabels": SELECTOR}
-    (dcgm,) = _in(on, "NetworkPolicy", "gpu-system")
+    (dcgm,) = _in(on, "NetworkPolicy", "gpu-operator")  # dev: the simulated GPUs' exporter
     assert dcgm["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9400}]
 
 

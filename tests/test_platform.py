@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from mlplatform.capture import Capture, capture_stack, run_under_mocks, stack_file_config
@@ -14,6 +15,12 @@ from mlplatform.versions import KIND_NODE_IMAGE
 from stack import build as build_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+@pytest.fixture(scope="module")
+def real() -> Capture:
+    """dev with real GPUs on kind: the NVIDIA device plugin and DCGM exporter."""
+    return capture_stack("dev", {"kindSimulateGpus": False})
 
 
 def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: str) -> bool:
@@ -69,14 +76,19 @@ def test_kind_config_scales_with_config() -> None:
     assert len(gpu) == 3 and all(n["labels"]["nvidia.com/gpu.present"] == "true" for n in gpu)
 
 
-def test_simulated_gpus_are_advertised_only_on_gpu_nodes(dev: Capture) -> None:
-    sim = dev.named("ml-platform-simulated-gpus").props
-    assert sim["environment"]["GPU_SELECTOR"] == f"{POOL_LABEL}=gpu"
-    assert sim["environment"]["GPUS"] == "2"
-    assert sim["triggers"][1] == 2  # a new count is patched onto the nodes again
-    assert "--subresource=status" in sim["create"] and "nvidia.com~1gpu" in sim["create"]
-    off = capture_stack("dev", {"kindSimulateGpus": False})
-    assert not [r for r in off.resources if r.name.endswith("simulated-gpus")]
+def test_simulated_gpus_come_from_the_simulator_on_gpu_nodes_only(dev: Capture, real: Capture) -> None:
+    values = release(dev, "fake-gpu-operator")["values"]
+    key = values["topology"]["nodePoolLabelKey"]
+    pools = {name for name, pool in values["topology"]["nodePools"].items() if pool is not None}
+    by_pool = {n["labels"][POOL_LABEL]: n["labels"] for n in kind_nodes(dev) if n.get("labels")}
+    assert by_pool["gpu"][key] in pools  # the simulator has a topology for the GPU workers...
+    assert key not in by_pool["cpu"]  # ...and nothing else is a simulated GPU node
+    assert values["topology"]["nodePools"]["default"] is None  # the chart's example pool is dropped
+    # One source of nvidia.com/gpu: the simulated device plugin, no patch of the node status.
+    assert not [r for r in dev.resources if "simulated-gpus" in r.name]
+    # Real GPUs: no simulator, and no GPU node in a simulated pool.
+    assert not [r for r in real.of_type(RELEASE) if r.name == "fake-gpu-operator"]
+    assert all(key not in n.get("labels", {}) for n in kind_nodes(real))
 
 
 def test_kubeconfig_is_secret_and_every_kubernetes_resource_uses_the_cluster_provider(dev: Capture) -> None:
@@ -90,48 +102,49 @@ def test_kubeconfig_is_secret_and_every_kubernetes_resource_uses_the_cluster_pro
         )
 
 
-def test_gpu_daemonsets_tolerate_the_taint_and_select_only_real_gpu_nodes(dev: Capture) -> None:
-    nodes = kind_nodes(dev)
-    simulated_gpu_labels = next(n["labels"] for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "gpu")
-    real = parse_config({"kindSimulateGpus": "false"}, stack="t")
-    real_gpu_labels = next(
-        n["labels"] for n in kind_config(real)["nodes"] if n.get("labels", {}).get(POOL_LABEL) == "gpu"
-    )
+def test_gpu_daemonsets_tolerate_the_taint_and_select_only_real_gpu_nodes(dev: Capture, real: Capture) -> None:
+    simulated_gpu_labels = next(n["labels"] for n in kind_nodes(dev) if n.get("labels", {}).get(POOL_LABEL) == "gpu")
+    real_gpu_labels = next(n["labels"] for n in kind_nodes(real) if n.get("labels", {}).get(POOL_LABEL) == "gpu")
     for name in ("nvidia-device-plugin", "dcgm-exporter"):
-        values = release(dev, name)["values"]
+        values = release(real, name)["values"]
         assert tolerates(values["tolerations"], GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect), name
         assert selects(values["nodeSelector"], real_gpu_labels), name
         # The device plugin would crash on a node without a driver: simulated nodes must not match.
         assert not selects(values["nodeSelector"], simulated_gpu_labels), name
-        assert release(dev, name)["namespace"] == "gpu-system"
+        assert release(real, name)["namespace"] == "gpu-system"
+        assert not [r for r in dev.of_type(RELEASE) if r.name == name]  # simulated: not installed at all
 
 
-def test_gpu_namespace_is_privileged_and_holds_nothing_but_the_gpu_stack(dev: Capture) -> None:
-    ns = next(m for m in dev.kind("Namespace") if m["metadata"]["name"] == "gpu-system")
+@pytest.mark.parametrize(
+    ("stack", "namespace", "releases"),
+    [("dev", "gpu-operator", ["fake-gpu-operator"]), ("real", "gpu-system", ["dcgm-exporter", "nvidia-device-plugin"])],
+)
+def test_gpu_namespace_is_privileged_and_holds_nothing_but_the_gpu_stack(
+    request: pytest.FixtureRequest, stack: str, namespace: str, releases: list[str]
+) -> None:
+    capture: Capture = request.getfixturevalue(stack)
+    ns = next(m for m in capture.kind("Namespace") if m["metadata"]["name"] == namespace)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
-    in_gpu_ns = [m for m in dev.kubernetes_objects() if m["metadata"].get("namespace") == "gpu-system"]
-    assert in_gpu_ns == []
-    assert sorted(r.name for r in dev.of_type(RELEASE) if r.props["namespace"] == "gpu-system") == [
-        "dcgm-exporter",
-        "nvidia-device-plugin",
-    ]
+    assert [m for m in capture.kubernetes_objects() if m["metadata"].get("namespace") == namespace] == []
+    assert sorted(r.name for r in capture.of_type(RELEASE) if r.props["namespace"] == namespace) == releases
 
 
-def test_dcgm_service_monitor_is_off_without_the_prometheus_operator(dev: Capture) -> None:
-    assert release(dev, "dcgm-exporter")["values"]["serviceMonitor"] == {"enabled": False}
+def test_gpu_service_monitors_are_off_without_the_prometheus_operator(dev: Capture, real: Capture) -> None:
+    assert release(real, "dcgm-exporter")["values"]["serviceMonitor"] == {"enabled": False}
+    assert dev.kind("ServiceMonitor") == []
 
 
-def test_time_slicing_goes_through_the_device_plugin_config_map() -> None:
-    capture = capture_stack("dev", {"gpuTimeSlicingReplicas": 4})
+def test_time_slicing_goes_through_the_device_plugin_config_map(real: Capture) -> None:
+    capture = capture_stack("dev", {"gpuTimeSlicingReplicas": 4, "kindSimulateGpus": False})
     values = release(capture, "nvidia-device-plugin")["values"]
     config = yaml.safe_load(values["config"]["map"][values["config"]["default"]])
     assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
-    # Kueue's GPU quota counts the shared slices, and so does the simulated capacity.
+    assert "config" not in release(real, "nvidia-device-plugin")["values"]  # 1 replica: no sharing config
+    # Kueue's GPU quota counts the shared slices.
     (queue,) = capture.kind("ClusterQueue")
     (gpu_group,) = [g for g in queue["spec"]["resourceGroups"] if "nvidia.com/gpu" in g["coveredResources"]]
     (gpu_flavor,) = gpu_group["flavors"]
     assert gpu_flavor["name"] == "gpu" and gpu_flavor["resources"] == [{"name": "nvidia.com/gpu", "nominalQuota": 8}]
-    assert capture.named("ml-platform-simulated-gpus").props["environment"]["GPUS"] == "8"
 
 
 def test_gpu_flavor_matches_the_gpu_pool_labels_and_taint(dev: Capture) -> None:
@@ -190,9 +203,7 @@ def test_kueue_objects_wait_for_the_kueue_release(dev: Capture) -> None:
 
 def test_every_helm_release_is_pinned_and_awaited(dev: Capture) -> None:
     releases = dev.of_type(RELEASE)
-    assert sorted(r.name for r in releases) == [
-        "dcgm-exporter", "jobset", "kueue", "metrics-server", "nvidia-device-plugin"
-    ]  # fmt: skip
+    assert sorted(r.name for r in releases) == ["fake-gpu-operator", "jobset", "kueue", "metrics-server"]
     for r in releases:
         props = r.props
         assert props["version"] and props["version"][0].isdigit(), r.name

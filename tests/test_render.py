@@ -51,7 +51,11 @@ def test_render_writes_every_object_release_and_resource(tmp_path: Path, capsys:
     releases = {p.stem: yaml.safe_load(p.read_text()) for p in (out / "helm").glob("*.yaml")}
     assert releases["kueue"]["chart"] == "oci://registry.k8s.io/kueue/charts/kueue"
     assert releases["kueue"]["version"] == "0.19.2"
-    assert releases["nvidia-device-plugin"]["repository"] == "https://nvidia.github.io/k8s-device-plugin"
+    simulator = releases["fake-gpu-operator"]
+    assert (simulator["chart"], simulator["version"]) == (
+        "oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator",
+        "0.2.0",
+    )
     others = yaml.safe_load((out / "resources.yaml").read_text())
     assert "command:local:Command" in {r["type"] for r in others}
     assert f"{len(manifests)} Kubernetes objects, {len(releases)} Helm releases" in capsys.readouterr().out
@@ -62,8 +66,8 @@ def test_render_never_writes_a_secret(tmp_path: Path) -> None:
     text = "".join(p.read_text() for p in (tmp_path / "dev").rglob("*.yaml"))
     assert "mock-token" not in text  # the (mock) kubeconfig's credential
     others = yaml.safe_load((tmp_path / "dev" / "resources.yaml").read_text())
-    simulated = next(r for r in others if r["name"].endswith("simulated-gpus"))
-    assert simulated["inputs"]["environment"]["KUBECONFIG_DATA"] == "[secret]"
+    wait = next(r for r in others if r["name"].endswith("gpus-advertised"))
+    assert wait["inputs"]["environment"]["KUBECONFIG_DATA"] == "[secret]"
 
 
 def test_render_replaces_a_previous_render(tmp_path: Path) -> None:

@@ -101,8 +101,15 @@ def test_exactly_the_objects_that_differ_are_shown_changed(
 
 
 def test_helm_values_show_their_changed_paths(base: Path, tmp_path: Path) -> None:
-    head = render_with(tmp_path, {"gpuTimeSlicingReplicas": 4})
-    (diff,) = diff_renders(base, head)
+    # Simulated GPUs (dev): time-slicing is more simulated devices per node.
+    (simulated,) = diff_renders(base, render_with(tmp_path, {"gpuTimeSlicingReplicas": 4}))
+    [simulator] = [o for o in simulated.objects if o.label == "Helm release gpu-operator/fake-gpu-operator"]
+    assert [(c.path, c.old, c.new) for c in simulator.changes] == [("values.topology.nodePools.gpu.gpuCount", 2, 8)]
+    # Real GPUs: the device plugin's time-slicing config.
+    real_base = tmp_path / "real-base"
+    write_capture(capture_stack("dev", {"kindSimulateGpus": False}), real_base)
+    head = render_with(tmp_path, {"gpuTimeSlicingReplicas": 4, "kindSimulateGpus": False})
+    (diff,) = diff_renders(real_base, head)
     [plugin] = [o for o in diff.objects if o.label == "Helm release gpu-system/nvidia-device-plugin"]
     assert [c.path for c in plugin.changes] == ["values.config.default", "values.config.map.default"]
     assert plugin.changes[1].old is ABSENT and "replicas: 4" in plugin.changes[1].new

@@ -91,25 +91,6 @@ def test_update_keeps_the_cluster_and_rereads_its_kubeconfig(stubs: dict[str, st
     assert gone.returncode == 1 and "is gone" in gone.stderr and "--replace" in gone.stderr
 
 
-def test_simulated_gpus_patch_the_status_of_each_gpu_node(stubs: dict[str, str]) -> None:
-    env = {
-        **stubs,
-        "KUBECONFIG_DATA": "kc",
-        "GPU_SELECTOR": f"{POOL_LABEL}=gpu",
-        "GPUS": "2",
-        "GPU_RESOURCE": "nvidia.com/gpu",
-        "FAKE_NODES": "node/ml-platform-worker2 node/ml-platform-worker3",
-    }
-    done = run(kind._SIMULATE_GPUS, env)
-    assert done.returncode == 0, done.stderr
-    patches = [line for line in Path(stubs["STUB_LOG"]).read_text().splitlines() if " patch " in line]
-    assert len(patches) == 2
-    for line, node in zip(patches, ("worker2", "worker3"), strict=True):
-        assert f"node/ml-platform-{node} --subresource=status --type=json" in line
-        assert '"path":"/status/capacity/nvidia.com~1gpu","value":"2"' in line
-    assert f"get nodes -l {POOL_LABEL}=gpu -o name" in Path(stubs["STUB_LOG"]).read_text()
-
-
 def test_model_store_dirs_are_made_writable_for_every_team(tmp_path: Path) -> None:
     store = tmp_path / "data" / "models"  # made from nothing, as after a wiped home or a first run
     env = {"PATH": os.environ["PATH"], "MODEL_STORE": str(store), "TEAMS": "bookstore-ml search-ml"}
@@ -132,25 +113,29 @@ def test_a_store_directory_the_user_cannot_open_up_is_refused_with_the_fix(
     assert "sudo chown -R" in done.stderr and "ml-platform:kindModelStorePath" in done.stderr
 
 
-def test_simulating_gpus_without_a_gpu_node_fails_and_names_the_label(stubs: dict[str, str]) -> None:
-    env = {**stubs, "KUBECONFIG_DATA": "kc", "GPU_SELECTOR": f"{POOL_LABEL}=gpu", "GPUS": "2",
-           "GPU_RESOURCE": "nvidia.com/gpu", "FAKE_NODES": ""}  # fmt: skip
-    done = run(kind._SIMULATE_GPUS, env)
-    assert done.returncode == 1
-    assert f"no node is labelled {POOL_LABEL}=gpu" in done.stderr
-    assert " patch " not in Path(stubs["STUB_LOG"]).read_text()
-
-
-@pytest.mark.parametrize(("gpus", "ok"), [("1", True), ("", False), ("0", False)])
-def test_real_gpu_wait_passes_only_when_every_gpu_node_advertises_gpus(
-    stubs: dict[str, str], gpus: str, ok: bool
+@pytest.mark.parametrize(
+    ("nodes", "gpus", "ok"),
+    [
+        ("node/ml-platform-worker2 node/ml-platform-worker3", "4", True),
+        ("node/ml-platform-worker2", "", False),  # no device plugin yet
+        ("node/ml-platform-worker2", "0", False),
+        ("node/ml-platform-worker2", "2", False),  # fewer than Kueue's quota counts on it
+        ("node/ml-platform-worker2", "8", False),  # more: the quota would leave GPUs idle
+        ("", "4", False),  # no GPU node at all
+    ],
+)
+def test_gpu_wait_passes_only_when_every_gpu_node_advertises_what_the_quota_counts(
+    stubs: dict[str, str], nodes: str, gpus: str, ok: bool
 ) -> None:
     env = {**stubs, "KUBECONFIG_DATA": "kc", "GPU_SELECTOR": f"{POOL_LABEL}=gpu", "GPU_RESOURCE": "nvidia.com/gpu",
-           "TIMEOUT_SECONDS": "0", "FAKE_NODES": "node/ml-platform-worker2", "FAKE_GPUS": gpus}  # fmt: skip
+           "EXPECTED_GPUS": "4", "TIMEOUT_SECONDS": "0", "FAKE_NODES": nodes, "FAKE_GPUS": gpus}  # fmt: skip
     done = run(kind._WAIT_FOR_GPUS, env)
     assert (done.returncode == 0) is ok, done.stderr
-    if not ok:
-        assert "ml-platform-worker2" in done.stderr and "nvidia-device-plugin" in done.stderr
+    if ok:
+        assert done.stdout.strip() == "2 GPU nodes advertise 4 nvidia.com/gpu each"
+    else:
+        assert "the 4 nvidia.com/gpu each" in done.stderr and "device-plugin" in done.stderr
+        assert (f"ml-platform-worker2={gpus or 0}" if nodes else f"no node labelled {POOL_LABEL}=gpu") in done.stderr
 
 
 @pytest.mark.parametrize("buildx", ["yes", ""])

@@ -233,15 +233,6 @@ def test_three_teams_on_two_gpus_share_them_through_the_cohort() -> None:
     assert quotas(cohort)["cpu"]["cpu"]["nominalQuota"] == "2m"  # 8 cores split in 2666m each, 2m left
 
 
-def test_dev_gpu_quota_equals_what_the_simulated_nodes_advertise() -> None:
-    capture = capture_stack("dev", {"kindGpuWorkers": 3, "kindGpusPerWorker": 2, "gpuTimeSlicingReplicas": 2})
-    nodes = yaml.safe_load(capture.named("ml-platform-kind").props["environment"]["KIND_CONFIG"])["nodes"]
-    gpu_nodes = [n for n in nodes if n.get("labels", {}).get(POOL_LABEL) == "gpu"]
-    advertised = int(capture.named("ml-platform-simulated-gpus").props["environment"]["GPUS"])
-    assert advertised == 4  # 2 GPUs x 2 time-slicing replicas, as the device plugin would advertise
-    assert kueue_totals(capture)[GPU] == len(gpu_nodes) * advertised == 12
-
-
 # --- config errors name the keys and values ------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from typing import Protocol
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, NodePool, Taint, node_pools
+from .pools import GPU_RESOURCE, GPU_TAINT, POOL_LABEL, NodePool, SimulatedGpus, Taint, node_pools
 from .provisioning import NodeProvisioning
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Cluster",
     "NodePool",
     "NodeProvisioning",
+    "SimulatedGpus",
     "Taint",
     "node_pools",
 ]
@@ -37,7 +38,11 @@ class Cluster(Protocol):
     provider: k8s.Provider
     cpu_pool: NodePool
     gpu_pool: NodePool
-    # Resources that must exist before workloads are scheduled (e.g. simulated GPU capacity).
+    # The GPUs the GPU pool's nodes simulate (kind): the GPU stack installs a simulated device plugin,
+    # DCGM-compatible exporter and nvidia-smi for exactly these. None = real GPUs: the NVIDIA device
+    # plugin and DCGM exporter.
+    simulated_gpus: SimulatedGpus | None
+    # Resources that must exist before workloads are scheduled (e.g. a CRD the cluster serves).
     ready: list[pulumi.Resource]
     # StorageClass that provisions the ReadWriteMany model store; None = the cluster offers a
     # host directory shared by every node instead (kind), exposed as a static PersistentVolume.
@@ -54,6 +59,6 @@ class Cluster(Protocol):
     def wait_for_gpus(
         self, name: str, *, timeout_seconds: int = 600, opts: pulumi.ResourceOptions | None = None
     ) -> pulumi.Resource | None:
-        """A step that succeeds once the GPU nodes advertise ``nvidia.com/gpu`` (give it the device
-        plugin in ``opts.depends_on``), where a fixed set of real GPU nodes exists; None otherwise."""
+        """A step that succeeds once every GPU node advertises its ``nvidia.com/gpu`` (give it the GPU
+        stack in ``opts.depends_on``), where a fixed set of GPU nodes exists; None otherwise."""
         ...

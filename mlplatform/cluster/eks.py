@@ -31,7 +31,7 @@ from .eks_iam import (
 from .eks_network import Vpc, VpcArgs
 from .eks_nodes import CPU_AMI_TYPE, GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
 from .eks_storage import EfsModelStore, EfsModelStoreArgs
-from .pools import node_pools
+from .pools import SimulatedGpus, node_pools
 from .provisioning import NodeProvisioning
 
 __all__ = ["ADDON_VERSIONS", "CLUSTER_ADMIN_POLICY", "EksCluster", "addon_versions", "kubeconfig"]
@@ -164,6 +164,7 @@ class EksCluster(pulumi.ComponentResource):
         eks = config.eks
         versions = addon_versions(config.kubernetes_version)
         self.cpu_pool, self.gpu_pool = node_pools(config)
+        self.simulated_gpus: SimulatedGpus | None = None  # real GPUs: the NVIDIA device plugin and DCGM
         partition = aws.get_partition().partition
         region = aws.get_region().region
         caller = aws.get_caller_identity()

@@ -16,7 +16,7 @@ import yaml
 
 from ..config import PlatformConfig
 from ..versions import KIND_NODE_IMAGE
-from .pools import GPU_RESOURCE, POOL_LABEL, NodePool, node_pools
+from .pools import GPU_RESOURCE, POOL_LABEL, NodePool, SimulatedGpus, node_pools, simulated_gpus
 from .provisioning import NodeProvisioning
 
 __all__ = ["MODEL_STORE_NODE_PATH", "KindCluster", "kind_config"]
@@ -71,42 +71,28 @@ done
 echo "$MODEL_STORE"
 """
 
-# Kubernetes' documented way to advertise an extended resource: patch the node *status*.
-_SIMULATE_GPUS = r"""set -euo pipefail
-kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
-printf '%s' "$KUBECONFIG_DATA" > "$kc"
-nodes="$(kubectl --kubeconfig "$kc" get nodes -l "$GPU_SELECTOR" -o name)"
-if [ -z "$nodes" ]; then
-  echo "no node is labelled $GPU_SELECTOR: no GPU capacity to simulate (the kind config's GPU workers" \
-       "lost their labels?); recreate the cluster with pulumi up --replace on its kind command" >&2
-  exit 1
-fi
-for node in $nodes; do
-  kubectl --kubeconfig "$kc" patch "$node" --subresource=status --type=json \
-    -p "[{\"op\":\"add\",\"path\":\"/status/capacity/nvidia.com~1gpu\",\"value\":\"$GPUS\"}]" >&2
-  echo "$node: $GPUS simulated $GPU_RESOURCE"
-done
-"""
-
-# Real GPUs: Helm's --wait counts a DaemonSet ready at desired - maxUnavailable, so a device plugin
-# crash-looping on a one-node GPU pool passes it. Wait instead until every GPU node advertises
-# nvidia.com/gpu, before anything that needs a GPU is created.
+# Helm's --wait counts a DaemonSet ready at desired - maxUnavailable, so a device plugin crash-looping
+# on a one-node GPU pool passes it (and the simulated plugin's DaemonSet has no pod at all until its
+# status-updater has labelled the node). Wait instead until every GPU node advertises exactly the
+# nvidia.com/gpu that Kueue's quota counts on it, before anything that needs a GPU is created.
 _WAIT_FOR_GPUS = r"""set -euo pipefail
 kc="$(mktemp)"; trap 'rm -f "$kc"' EXIT
 printf '%s' "$KUBECONFIG_DATA" > "$kc"
 deadline=$((SECONDS + TIMEOUT_SECONDS))
 while :; do
-  missing=""
-  for node in $(kubectl --kubeconfig "$kc" get nodes -l "$GPU_SELECTOR" -o name); do
+  nodes="$(kubectl --kubeconfig "$kc" get nodes -l "$GPU_SELECTOR" -o name)"
+  wrong=""
+  for node in $nodes; do
     gpus="$(kubectl --kubeconfig "$kc" get "$node" -o "jsonpath={.status.allocatable.nvidia\.com/gpu}")"
-    [ "${gpus:-0}" -gt 0 ] 2>/dev/null || missing="$missing ${node#node/}"
+    [ "${gpus:-0}" = "$EXPECTED_GPUS" ] || wrong="$wrong ${node#node/}=${gpus:-0}"
   done
-  nodes="$(kubectl --kubeconfig "$kc" get nodes -l "$GPU_SELECTOR" -o name | wc -l)"
-  if [ "$nodes" -gt 0 ] && [ -z "$missing" ]; then echo "$nodes GPU nodes advertise $GPU_RESOURCE"; exit 0; fi
+  if [ -n "$nodes" ] && [ -z "$wrong" ]; then
+    echo "$(echo $nodes | wc -w) GPU nodes advertise $EXPECTED_GPUS $GPU_RESOURCE each"; exit 0
+  fi
   if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "after ${TIMEOUT_SECONDS}s these GPU nodes still advertise no $GPU_RESOURCE:" \
-         "${missing:- (no node labelled $GPU_SELECTOR)}. Check the device plugin:" \
-         "kubectl -n gpu-system logs daemonset/nvidia-device-plugin" >&2
+    echo "after ${TIMEOUT_SECONDS}s these GPU nodes do not advertise the $EXPECTED_GPUS $GPU_RESOURCE each that" \
+         "Kueue's quota counts (node=advertised):${wrong:- no node labelled $GPU_SELECTOR}. Check the device" \
+         "plugin: kubectl get pods --all-namespaces -o wide | grep device-plugin, then its logs" >&2
     exit 1
   fi
   sleep 5
@@ -131,6 +117,11 @@ def _node(role: str, pool: NodePool | None, mount: dict[str, str]) -> dict[str, 
     return node
 
 
+def _simulated_identity(gpus: SimulatedGpus | None) -> list[str]:
+    """What a cluster's simulated GPUs are, for its triggers (nothing with real GPUs: no trigger change)."""
+    return [] if gpus is None else [f"simulated {gpus.per_node} x {gpus.model} {gpus.memory_mib}MiB"]
+
+
 def kind_config(config: PlatformConfig) -> dict[str, Any]:
     """The kind cluster configuration (``kind.x-k8s.io/v1alpha4``) for this stack."""
     cpu, gpu = node_pools(config)
@@ -150,15 +141,17 @@ class KindCluster(pulumi.ComponentResource):
     """A kind cluster and a Kubernetes provider bound to it.
 
     Guarantees: GPU workers carry the GPU pool labels and the ``nvidia.com/gpu=present:NoSchedule``
-    taint from the moment they register; with ``kindSimulateGpus`` they advertise SIMULATED
-    ``nvidia.com/gpu`` capacity (labelled ``mlplatform.io/gpu-simulated=true``) so GPU scheduling,
-    quotas and Kueue admission are exercised without hardware; every node mounts the host's
-    model-store directory at ``MODEL_STORE_NODE_PATH``; the kubeconfig output is a secret.
+    taint from the moment they register; with ``kindSimulateGpus`` their GPUs are SIMULATED
+    (``simulated_gpus``, labelled ``mlplatform.io/gpu-simulated=true`` and put in the simulator's node
+    pool), so GPU scheduling, quotas, Kueue admission and GPU metrics are exercised without hardware;
+    every node mounts the host's model-store directory at ``MODEL_STORE_NODE_PATH``; the kubeconfig
+    output is a secret.
     """
 
     def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:KindCluster", name, None, opts)
         self.cpu_pool, self.gpu_pool = node_pools(config)
+        self.simulated_gpus: SimulatedGpus | None = simulated_gpus(config)
         kind_yaml = yaml.safe_dump(kind_config(config), sort_keys=False)
         teams = " ".join(t.name for t in config.teams)
         # Before the cluster (the nodes bind-mount it) and on every run (see _STORE_DIRS).
@@ -175,7 +168,9 @@ class KindCluster(pulumi.ComponentResource):
             delete=_DELETE,
             interpreter=["/bin/bash", "-c"],
             environment={"KIND_CLUSTER": config.cluster_name, "KIND_CONFIG": kind_yaml, "MODEL_STORE": model_store},
-            triggers=[kind_yaml],
+            # The simulator writes each node's GPUs down once, when it first sees the node, and never
+            # again: other simulated GPUs (count, model, memory, time-slicing) need new nodes.
+            triggers=[kind_yaml, *_simulated_identity(self.simulated_gpus)],
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # Same cluster name: the old cluster must be gone before the new one is created.
@@ -201,33 +196,16 @@ class KindCluster(pulumi.ComponentResource):
         self.image_repository: pulumi.Output[str] | None = None  # images go in with `kind load`
         self.image_push_environment: dict[str, str] = {}
         self.node_provisioning: NodeProvisioning | None = None  # kind's nodes are the nodes there are
-        self.gpus_need_device_plugin = not config.kind.simulate_gpus and config.kind.gpu_workers > 0
-        if config.kind.simulate_gpus and config.kind.gpu_workers > 0:
-            simulated = command.local.Command(
-                f"{name}-simulated-gpus",
-                create=_SIMULATE_GPUS,
-                interpreter=["/bin/bash", "-c"],
-                environment={
-                    "KUBECONFIG_DATA": self.kubeconfig,
-                    "GPU_SELECTOR": f"{POOL_LABEL}={self.gpu_pool.labels[POOL_LABEL]}",
-                    # What the device plugin would advertise: each GPU times the time-slicing
-                    # replicas, so Kueue's quota and the simulated capacity stay equal.
-                    "GPUS": str(self.gpu_pool.gpus_per_node),
-                    "GPU_RESOURCE": GPU_RESOURCE,
-                },
-                # A new cluster (new identity) has no simulated capacity yet.
-                triggers=[self.identity, self.gpu_pool.gpus_per_node],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
-            )
-            self.ready.append(simulated)
+        self._has_gpu_nodes = config.kind.gpu_workers > 0
         self.register_outputs({"cluster_name": self.cluster_name, "kubeconfig": self.kubeconfig})
 
     def wait_for_gpus(
         self, name: str, *, timeout_seconds: int = 600, opts: pulumi.ResourceOptions | None = None
     ) -> pulumi.Resource | None:
-        """With real GPUs: a step that succeeds once every GPU node advertises ``nvidia.com/gpu``
-        (give it the device plugin in ``opts.depends_on``). None with simulated or no GPUs."""
-        if not self.gpus_need_device_plugin:
+        """A step that succeeds once every GPU node advertises the ``nvidia.com/gpu`` Kueue's quota
+        counts on it (give it the GPU stack in ``opts.depends_on``); None without GPU workers. Real or
+        simulated, the capacity comes from a device plugin: it is there only once that plugin runs."""
+        if not self._has_gpu_nodes:
             return None
         return command.local.Command(
             name,
@@ -237,6 +215,7 @@ class KindCluster(pulumi.ComponentResource):
                 "KUBECONFIG_DATA": self.kubeconfig,
                 "GPU_SELECTOR": f"{POOL_LABEL}={self.gpu_pool.labels[POOL_LABEL]}",
                 "GPU_RESOURCE": GPU_RESOURCE,
+                "EXPECTED_GPUS": str(self.gpu_pool.gpus_per_node),
                 "TIMEOUT_SECONDS": str(timeout_seconds),
             },
             triggers=[self.identity],

@@ -16,9 +16,12 @@ __all__ = [
     "GPU_RESOURCE",
     "GPU_TAINT",
     "POOL_LABEL",
+    "SIMULATED_POOL_LABEL",
     "NodePool",
+    "SimulatedGpus",
     "Taint",
     "node_pools",
+    "simulated_gpus",
 ]
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -26,9 +29,12 @@ POOL_LABEL = "mlplatform.io/pool"
 # Set on nodes that carry real NVIDIA GPUs (a driver, a device to hand out); the device plugin
 # and DCGM exporter select it. Same key the device plugin's own default affinity accepts.
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-# Set instead on kind nodes whose nvidia.com/gpu capacity is SIMULATED (an extended resource
-# patched onto the node status): schedulable, but nothing real to monitor or plug in.
+# Set instead on kind nodes whose GPUs are SIMULATED (fake-gpu-operator): no driver, so the real
+# device plugin and DCGM must never land there.
 GPU_SIMULATED_LABEL = "mlplatform.io/gpu-simulated"
+# fake-gpu-operator puts a node in a simulated pool by this label (its chart's topology.nodePoolLabelKey
+# default); the label's value names the pool in the chart's topology.nodePools.
+SIMULATED_POOL_LABEL = "run.ai/simulated-gpu-node-pool"
 # cluster-autoscaler's GPU label on AWS (cloudprovider/aws: GPULabel): a new node carrying it counts
 # as not ready until it advertises its GPUs, so the autoscaler does not add a second node for pods
 # that are only waiting for the device plugin.
@@ -75,11 +81,31 @@ class NodePool:
         return [t.toleration() for t in self.taints]
 
 
+@dataclass(frozen=True)
+class SimulatedGpus:
+    """GPUs that exist only in software: what every node of the GPU pool reports having."""
+
+    model: str  # e.g. NVIDIA-A10G: DCGM's modelName, the node label nvidia.com/gpu.product
+    memory_mib: int  # of each GPU
+    per_node: int  # devices per node = the nvidia.com/gpu it advertises (GPUs x time-slicing replicas)
+    pool: str = "gpu"  # the nodes' SIMULATED_POOL_LABEL value
+
+
+def simulated_gpus(config: PlatformConfig) -> SimulatedGpus | None:
+    """The stack's simulated GPUs, or None where the GPU nodes have real ones."""
+    if config.provider is not ClusterProvider.KIND or not config.kind.simulate_gpus:
+        return None
+    # No time-slicing in the simulator: each replica is simulated as a device of its own, so the node
+    # advertises exactly what the NVIDIA device plugin would (GPUs x replicas), which Kueue's quota counts.
+    return SimulatedGpus(config.kind.gpu_model, config.kind.gpu_memory_mib, config.schedulable_gpus_per_node)
+
+
 def node_pools(config: PlatformConfig) -> tuple[NodePool, NodePool]:
     """The CPU pool and the GPU pool for this stack."""
     cpu = NodePool(name="cpu", labels={POOL_LABEL: "cpu"})
-    if config.provider is ClusterProvider.KIND and config.kind.simulate_gpus:
-        gpu_labels = {POOL_LABEL: "gpu", GPU_SIMULATED_LABEL: "true"}
+    simulated = simulated_gpus(config)
+    if simulated is not None:
+        gpu_labels = {POOL_LABEL: "gpu", GPU_SIMULATED_LABEL: "true", SIMULATED_POOL_LABEL: simulated.pool}
         real = False
     else:
         gpu_labels = {POOL_LABEL: "gpu", GPU_PRESENT_LABEL: "true"}

@@ -37,7 +37,7 @@ def test_dev_stack_passes_every_stack_rule(base: list[Resource], name: str) -> N
 def test_dev_stack_context_sees_pools_and_namespaces(base: list[Resource]) -> None:
     ctx = StackContext.of(base)
     assert ctx.ml_namespaces == [ML_NS]
-    assert ctx.is_privileged("gpu-system") and not ctx.is_privileged(ML_NS)
+    assert ctx.is_privileged("gpu-operator") and not ctx.is_privileged(ML_NS)  # dev: the simulated GPU stack
     gpu = [p for p in ctx.pools if p.is_gpu]
     assert len(gpu) == 1 and gpu[0].labels["mlplatform.io/pool"] == "gpu"
     assert gpu[0].taints == (Taint("nvidia.com/gpu", "present", "NoSchedule"),)

@@ -49,6 +49,18 @@ def _values_file(directory: Path) -> Path:
     return plain if plain.exists() else directory / "chart-values.yaml"
 
 
+# Charts whose Chart.yaml in git carries a placeholder version that their CD replaces with the git tag
+# when it publishes them (fake-gpu-operator: "version: 0.0.1 # Replaced during CD"): their version is
+# the tag of the directory they are vendored in (``<name>-v<version>``).
+VERSIONED_BY_TAG = frozenset({"fake-gpu-operator"})
+
+
+def _version(meta: Mapping[str, Any], directory: Path) -> str:
+    if meta["name"] in VERSIONED_BY_TAG:
+        return directory.name.removeprefix(f"{meta['name']}-v")
+    return str(meta["version"])
+
+
 @cache
 def vendored_charts() -> dict[str, VendoredChart]:
     """Chart name (from its Chart.yaml) -> the vendored chart."""
@@ -65,7 +77,7 @@ def vendored_charts() -> dict[str, VendoredChart]:
                 subcharts[key] = values
         charts[meta["name"]] = VendoredChart(
             name=meta["name"],
-            version=str(meta["version"]),
+            version=_version(meta, meta_path.parent),
             values=_values_file(meta_path.parent),
             subchart_values=subcharts,
             dependencies=frozenset(dependencies),
@@ -80,6 +92,8 @@ RESOURCE_REQUIREMENTS = frozenset({"requests", "limits", "claims"})
 FREE_FORM: dict[str, tuple[tuple[str, ...], ...]] = {
     "cluster-autoscaler": (("extraArgs",),),  # each key becomes a --flag of cluster-autoscaler
     "kube-prometheus-stack": (("grafana", "grafana.ini"),),  # grafana.ini, rendered section by section
+    # Each key names a node pool (the value of the nodes' pool label); the chart dumps the map whole.
+    "fake-gpu-operator": (("topology", "nodePools"),),
 }
 # Chart name -> its vendored values.yaml: every chart the program installs must be here.
 CHART_VALUES: dict[str, Path] = {name: chart.values for name, chart in vendored_charts().items()}
