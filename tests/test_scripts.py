@@ -16,6 +16,15 @@ from mlplatform.cluster.pools import POOL_LABEL
 from mlplatform.config import parse_config
 from workloads import image, training_job
 
+E2E_GPU_METRICS = (Path(__file__).resolve().parents[1] / "scripts" / "e2e_gpu_metrics.sh").read_text()
+# The simulated exporter's exposition of one allocated and one free GPU (labels as status-exporter v0.2.0 sets them).
+EXPORTED = (
+    'DCGM_FI_DEV_GPU_UTIL{Hostname="nvidia-dcgm-exporter-a1b2c3",UUID="GPU-1",container="train",device="nvidia0",'
+    'gpu="0",modelName="NVIDIA-A10G",namespace="bookstore-ml",pod="bookstore-train-1-workers-0-0-x"} 100\\n'
+    'DCGM_FI_DEV_GPU_UTIL{Hostname="nvidia-dcgm-exporter-a1b2c3",UUID="GPU-2",container="",device="nvidia1",'
+    'gpu="1",modelName="NVIDIA-A10G",namespace="",pod=""} 0\\n'
+)
+
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
 case "$(basename "$0") $1 $2" in
@@ -31,6 +40,8 @@ case "$(basename "$0") $1 $2" in
       *" get jobset "*Failed*status*) printf '%s' "$FAKE_FAILED" ;;
       *" get jobset "*Failed*message*) printf '%s' "$FAKE_FAILED_MESSAGE" ;;
       *" get workloads "*) printf '%s' "$FAKE_ACTIVE" ;;
+      *" get pods "*) printf "$FAKE_PODS" ;;
+      *" get --raw "*) printf "$FAKE_METRICS" ;;
     esac ;;
   "docker buildx version") [ -n "$FAKE_BUILDX" ] ;;
   "chmod"*) exit 1 ;;
@@ -136,6 +147,36 @@ def test_gpu_wait_passes_only_when_every_gpu_node_advertises_what_the_quota_coun
     else:
         assert "the 4 nvidia.com/gpu each" in done.stderr and "device-plugin" in done.stderr
         assert (f"ml-platform-worker2={gpus or 0}" if nodes else f"no node labelled {POOL_LABEL}=gpu") in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("pods", "found"),
+    [
+        ("bookstore-train-1-workers-0-0-x Running 1\\nbookstore-train-1-prepare-0-0-y Running \\n", True),
+        ("bookstore-train-1-workers-0-0-x Pending 1\\n", False),  # not running (yet)
+        ("bookstore-train-1-prepare-0-0-y Running \\n", False),  # running, but holds no GPU
+        ("bookstore-train-1-workers-0-1-z Running 1\\n", False),  # holds a GPU the exporter does not show
+    ],
+)
+def test_e2e_gpu_check_finds_the_series_of_a_running_training_pods_gpu(
+    stubs: dict[str, str], tmp_path: Path, pods: str, found: bool
+) -> None:
+    out = tmp_path / "series.log"
+    env = {**stubs, "TIMEOUT_SECONDS": "0", "FAKE_PODS": pods, "FAKE_METRICS": EXPORTED}
+    done = subprocess.run(["bash", "-c", E2E_GPU_METRICS, "e2e_gpu_metrics.sh", str(out)], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert (done.returncode == 0) is found, done.stderr
+    if found:
+        assert (
+            out.read_text().startswith("DCGM_FI_DEV_GPU_UTIL{")
+            and 'pod="bookstore-train-1-workers-0-0-x"' in out.read_text()
+        )
+    else:
+        assert (
+            not out.exists() and "no DCGM_FI_DEV_GPU_UTIL series for the GPU of a running training pod" in done.stderr
+        )
+    log = Path(stubs["STUB_LOG"]).read_text()
+    assert "-n bookstore-ml get pods -l app.kubernetes.io/name=bookstore-train" in log
 
 
 @pytest.mark.parametrize("buildx", ["yes", ""])
