@@ -109,7 +109,11 @@ def simulated_gpu_values(gpus: SimulatedGpus) -> dict[str, Any]:
             "podPatchRbac": {"enabled": False},
         },
         "topologyServer": {"image": _pinned("topology-server")},
-        "statusExporter": {"image": _pinned("status-exporter")},
+        "statusExporter": {
+            "image": _pinned("status-exporter"),
+            # The chart always runs a second exporter for KWOK nodes (there are none): reserve little for it.
+            "kwok": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
+        },
         "ubuntu": {"image": {"repository": repository, "tag": tag}},
         "kwokGpuDevicePlugin": {"enabled": False},
         "migFaker": {"enabled": False},

@@ -19,10 +19,11 @@ import pytest
 import yaml
 
 from mlplatform import versions
-from mlplatform.capture import Capture, capture_stack
+from mlplatform.capture import REPO_ROOT, Capture, capture_stack
 from mlplatform.config import ConfigError, parse_config
 from mlplatform.helm import deep_merge
 from mlplatform.monitoring import SERVICE_MONITOR_LABELS
+from mlplatform.quantity import parse_quantity
 from mlplatform.render import write_capture
 from tests.stacks import EKS_FROM_HERE
 from tests.test_sharing import GPU, kueue_totals
@@ -206,3 +207,39 @@ def test_simulated_gpu_settings_reach_the_simulator() -> None:
     (pool,) = [p for p in releases(capture)[SIMULATOR]["values"]["topology"]["nodePools"].values() if p]
     assert pool == {"gpuProduct": "Tesla-T4", "gpuMemory": 15360, "gpuCount": 4}
     assert json.loads(json.dumps(pool)) == pool  # plain values: what Helm receives
+
+
+def _memory_mib(resources: Mapping[str, Any], kind: str) -> int:
+    return int(parse_quantity(resources[kind]["memory"]) / 2**20)
+
+
+def test_readme_states_the_memory_dev_requests_for_simulated_gpus_and_monitoring(dev_monitored: Capture) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    values = releases(dev_monitored)
+    simulator = deep_merge(chart_defaults(SIMULATOR), values[SIMULATOR]["values"])
+    per_node = [simulator["devicePlugin"]["resources"], simulator["statusExporter"]["resources"]]
+    once = [simulator[k]["resources"] for k in ("statusUpdater", "topologyServer")]
+    once.append(simulator["statusExporter"]["kwok"]["resources"])
+    node = {kind: sum(_memory_mib(r, kind) for r in per_node) for kind in ("requests", "limits")}
+    first = {kind: node[kind] + sum(_memory_mib(r, kind) for r in once) for kind in ("requests", "limits")}
+    assert (
+        f"simulated GPU stack itself requests {first['requests']}Mi (limits {first['limits']}Mi) with one GPU "
+        f"worker, {node['requests']}Mi ({node['limits']}Mi) more" in " ".join(readme.split())
+    )
+    # Monitoring on the 3-node cluster: node-exporter on every node, everything else once.
+    stack = values["kube-prometheus-stack"]["values"]
+    nodes = len(kind_nodes(dev_monitored))
+    parts = [
+        (stack["prometheus"]["prometheusSpec"]["resources"], 1),
+        (stack["grafana"]["resources"], 1),
+        (stack["alertmanager"]["alertmanagerSpec"]["resources"], 1),
+        (stack["prometheusOperator"]["resources"], 1),
+        (stack["kube-state-metrics"]["resources"], 1),
+        (stack["prometheus-node-exporter"]["resources"], nodes),
+        (values["prometheus-adapter"]["values"]["resources"], 1),
+    ]
+    requests = sum(_memory_mib(r, "requests") * n for r, n in parts)
+    limits = sum(_memory_mib(r, "limits") * n for r, n in parts)
+    stated = " ".join(readme.split())
+    assert f"Monitoring requests about {round(requests / 50) * 50}Mi of memory on the {nodes}-node" in stated
+    assert f"(limits about {round(limits / 1024, 1)}Gi, {limits}Mi:" in stated
