@@ -214,6 +214,9 @@ class GpuStack(pulumi.ComponentResource):
             namespace=SIMULATED_GPU_NAMESPACE,
             values=simulated_gpu_values(gpus),
             values_overrides=args.simulator_overrides,
+            # Its crds/ hold the GPU Operator's ClusterPolicy and DRA ComputeDomain: only its mock and
+            # DRA modes use them, and Helm would leave them behind on uninstall.
+            skip_crds=True,
             opts=opts,
         )
         if args.service_monitor:

@@ -32,10 +32,15 @@ def release(
     namespace: str,
     values: Mapping[str, Any],
     values_overrides: Mapping[str, Any] | None = None,
+    skip_crds: bool = False,
     opts: pulumi.ResourceOptions | None = None,
 ) -> k8s.helm.v3.Release:
     """A Helm release of ``chart`` at its pinned version that waits for its resources to be ready
-    (never ``skip_await``: a failed install must fail the update, not report success)."""
+    (never ``skip_await``: a failed install must fail the update, not report success).
+
+    ``skip_crds``: leave out the chart's ``crds/`` directory (CRDs the platform does not use: Helm
+    would install them once and never delete them)."""
+    extra: dict[str, Any] = {"skip_crds": True} if skip_crds else {}
     return k8s.helm.v3.Release(
         name,
         name=name,
@@ -49,4 +54,5 @@ def release(
         cleanup_on_fail=True,
         timeout=600,
         opts=opts,
+        **extra,
     )

@@ -148,6 +148,9 @@ def test_the_simulator_runs_only_what_dev_needs(dev: Capture) -> None:
     for off in ("kwokGpuDevicePlugin", "migFaker", "runtimeClass", "builtinProfiles"):
         assert values[off] == {"enabled": False}, off
     assert values["statusUpdater"]["podPatchRbac"] == {"enabled": False}  # no cluster-wide pod patching
+    # Its CRDs (GPU Operator ClusterPolicy, DRA ComputeDomain) serve modes dev does not use.
+    assert releases(dev)[SIMULATOR]["skipCrds"] is True
+    assert not [name for name, r in releases(dev).items() if name != SIMULATOR and r.get("skipCrds")]
     # The chart's own defaults leave these on: the values above are not no-ops.
     defaults = chart_defaults(SIMULATOR)
     assert all(
