@@ -44,9 +44,9 @@ SIMULATED_EXPORTER_PORT_NAME = "gpu-metrics"
 
 
 def real_gpu_selector(pool: NodePool) -> dict[str, str]:
-    """Nodes of the GPU pool that carry real GPUs. Simulated-GPU nodes lack the
-    ``nvidia.com/gpu.present`` label, so the device plugin (which would crash there
-    without a driver) and DCGM never land on them."""
+    """Nodes of the GPU pool that carry real GPUs (registered with ``nvidia.com/gpu.present``).
+    Where GPUs are simulated the real stack is not installed at all, and kind's simulated GPU
+    workers do not register with that label (the simulator adds it later, for its own use)."""
     return {**pool.selector, GPU_PRESENT_LABEL: "true"}
 
 

@@ -27,7 +27,7 @@ from mlplatform.quantity import parse_quantity
 from mlplatform.render import write_capture
 from tests.stacks import EKS_FROM_HERE
 from tests.test_sharing import GPU, kueue_totals
-from tests.validation import UPSTREAM, chart_defaults, validate_manifest
+from tests.validation import UPSTREAM, SchemaError, chart_defaults, unknown_release_keys, validate_manifest
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SIMULATOR = "fake-gpu-operator"
@@ -246,3 +246,20 @@ def test_readme_states_the_memory_dev_requests_for_simulated_gpus_and_monitoring
     stated = " ".join(readme.split())
     assert f"Monitoring requests about {round(requests / 50) * 50}Mi of memory on the {nodes}-node" in stated
     assert f"(limits about {round(limits / 1024, 1)}Gi, {limits}Mi:" in stated
+
+
+def test_the_simulator_values_are_checked_against_the_chart_of_its_published_version() -> None:
+    chart = versions.FAKE_GPU_OPERATOR.name
+    # The chart in git says 0.0.1 ("replaced during CD"); the vendored values are those of tag v0.2.0.
+    with pytest.raises(SchemaError, match=r"the vendored values are of 0\.2\.0"):
+        unknown_release_keys(chart, {}, "0.0.1")
+    ours = {
+        "devicePlugin": {"imag": {"tag": "0.2.0"}},
+        "topology": {"nodePools": {"any-pool": {"gpuCount": 1}}, "nodePoolLabelKy": "x"},  # pools: free-form
+        "statusExporter": {"kwok": {"resources": {"request": {"memory": "1Mi"}}}},
+    }
+    assert unknown_release_keys(chart, ours, "0.2.0") == [
+        "devicePlugin.imag",
+        "topology.nodePoolLabelKy",
+        "statusExporter.kwok.resources.request",
+    ]
