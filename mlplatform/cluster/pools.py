@@ -69,7 +69,6 @@ class NodePool:
     labels: Mapping[str, str]
     taints: tuple[Taint, ...] = ()
     gpus_per_node: int = 0  # nvidia.com/gpu each node advertises (time-slicing multiplies it)
-    real_gpus: bool = False  # a driver and devices exist: run the device plugin and DCGM here
 
     @property
     def selector(self) -> dict[str, str]:
@@ -106,10 +105,8 @@ def node_pools(config: PlatformConfig) -> tuple[NodePool, NodePool]:
     simulated = simulated_gpus(config)
     if simulated is not None:
         gpu_labels = {POOL_LABEL: "gpu", GPU_SIMULATED_LABEL: "true", SIMULATED_POOL_LABEL: simulated.pool}
-        real = False
     else:
         gpu_labels = {POOL_LABEL: "gpu", GPU_PRESENT_LABEL: "true"}
-        real = True
     if config.provider is ClusterProvider.EKS:
         gpu_labels[AWS_GPU_LABEL] = "nvidia"
     gpu = NodePool(
@@ -117,6 +114,5 @@ def node_pools(config: PlatformConfig) -> tuple[NodePool, NodePool]:
         labels=gpu_labels,
         taints=(GPU_TAINT,),
         gpus_per_node=config.schedulable_gpus_per_node,
-        real_gpus=real,
     )
     return cpu, gpu
