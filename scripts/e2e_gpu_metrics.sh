@@ -7,7 +7,8 @@
 #
 # Writes the series found to OUT_FILE and exits 0; exits 1 if none appeared within TIMEOUT_SECONDS.
 # Environment: KIND_CLUSTER (default ml-platform), NAMESPACE (default bookstore-ml), TIMEOUT_SECONDS
-# (default 2400), EXPORTER (default the simulated exporter's Service in gpu-operator).
+# (default 2400), EXPORTER (default the simulated exporter's Service in gpu-operator, through the API
+# server's proxy: with monitoring on, a NetworkPolicy admits only Prometheus there; e2e runs without).
 set -euo pipefail
 out="$1"
 cluster="${KIND_CLUSTER:-ml-platform}"
