@@ -175,7 +175,7 @@ class GpuStack(pulumi.ComponentResource):
         )
         in_ns = child_options(opts, self, depends_on=[self.namespace])
         if args.simulated is None:
-            self.releases = self._real(args, in_ns)
+            self.releases: list[pulumi.Resource] = self._real(args, in_ns)
             self.metrics = GpuMetrics(namespace, {"app.kubernetes.io/name": "dcgm-exporter"})
         else:
             self.releases = self._simulated(name, args, args.simulated, in_ns)
@@ -205,8 +205,9 @@ class GpuStack(pulumi.ComponentResource):
         )
         return [device_plugin, dcgm_exporter]
 
+    @staticmethod
     def _simulated(
-        self, name: str, args: GpuStackArgs, gpus: SimulatedGpus, opts: pulumi.ResourceOptions
+        name: str, args: GpuStackArgs, gpus: SimulatedGpus, opts: pulumi.ResourceOptions
     ) -> list[pulumi.Resource]:
         simulator = release(
             "fake-gpu-operator",
