@@ -122,6 +122,16 @@ KEYS: dict[str, Key] = {
         "string", "16Gi", "Memory Kueue admits across all teams: their guarantees plus a shared remainder."
     ),
     "monitoring": Key("boolean", False, "Install kube-prometheus-stack and wire scraping."),
+    # -- GPU idle alerts (monitoring on): one block, read by mlplatform/monitoring/gpu_usage.py --
+    "gpuIdleAlertPercent": Key(
+        "integer",
+        10,
+        "Monitoring: a GPU (GpuAllocatedButIdle) or a team's admitted GPUs (TeamGpusIdle) count as idle below "
+        "this utilisation, in percent (1-99).",
+    ),
+    "gpuIdleAlertMinutes": Key(
+        "integer", 30, "Monitoring: minutes GPUs stay idle before GpuAllocatedButIdle and TeamGpusIdle fire (5-1440)."
+    ),
     "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
     "recommenderImage": Key(
         "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
@@ -232,6 +242,9 @@ class PlatformConfig:
     queue_cpu: str = "8"
     queue_memory: str = "16Gi"
     monitoring: bool = False
+    # GPU idle alerts: below this utilisation (percent) for this long (minutes)
+    gpu_idle_alert_percent: int = 10
+    gpu_idle_alert_minutes: int = 30
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
 
     @property
@@ -450,8 +463,11 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         queue_cpu=queue_cpu,
         queue_memory=queue_memory,
         monitoring=r.get("monitoring"),
+        gpu_idle_alert_percent=r.get("gpuIdleAlertPercent"),
+        gpu_idle_alert_minutes=r.get("gpuIdleAlertMinutes"),
         recommender=rec,
     )
+    _check_gpu_idle_alerts(r, config)
     if rec.enabled and rec.training_gpus > 0 and config.schedulable_gpus < rec.training_gpus:
         r._fail(
             "recommenderTrainingGpus",
@@ -461,6 +477,13 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _check_gpu_idle_alerts(r: _Reader, config: PlatformConfig) -> None:
+    # 0 would never fire and 100 would fire on every GPU; under 5 minutes a data loader's pause pages someone.
+    percent, minutes = config.gpu_idle_alert_percent, config.gpu_idle_alert_minutes
+    r.check(1 <= percent <= 99, "gpuIdleAlertPercent", percent, "a utilisation from 1 to 99 (percent)")
+    r.check(5 <= minutes <= 1440, "gpuIdleAlertMinutes", minutes, "5 to 1440 minutes (a day)")
 
 
 def _parse_eks(r: _Reader) -> EksConfig:
