@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mlplatform.monitoring import gpu_usage as u
-from mlplatform.monitoring import platform_rules
+from mlplatform.monitoring import load_dashboards, platform_rules
 from tests.promtool import EKS_DCGM, SIMULATED_DCGM, assert_passes, gpu_series, promtool, run_promtool, series
 
 UTIL = "DCGM_FI_DEV_GPU_UTIL"
@@ -185,3 +185,16 @@ def test_without_promtool_the_tests_fail_and_say_how_to_get_it(monkeypatch: pyte
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(pytest.fail.Exception, match=r"apt-get install prometheus"):
         promtool()
+
+
+def test_the_gpu_dashboard_has_a_panel_per_team_from_the_same_records() -> None:
+    board = load_dashboards()["gpu"]
+    panels = {p["title"]: p for p in board["panels"]}
+    team = 'team=~"$team"'
+    per_team = panels["Team: GPUs allocated, busy and idle"]
+    assert per_team["repeat"] == "team"  # Grafana draws one panel per selected team
+    assert [t["expr"] for t in per_team["targets"]] == [f"{r}{{{team}}}" for r in u.RECORDS]
+    table = panels["Team: GPU-hours over the time range"]
+    assert [t["expr"] for t in table["targets"]] == [u.gpu_hours(r, "$__range", team) for r in u.RECORDS]
+    variable = next(v for v in board["templating"]["list"] if v["name"] == "team")
+    assert variable["definition"] == f"label_values({u.ALLOCATED}, team)" and variable["allValue"] == ".*"
