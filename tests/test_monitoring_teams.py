@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlplatform.monitoring import load_dashboards, platform_rules
 from mlplatform.monitoring import team_queries as q
+from mlplatform.monitoring.gpu_usage import ALLOCATED, gpu_hours
 from tests.promql_eval import Series, evaluate
 
 TEAM = 'cluster_queue=~"$team"'
@@ -23,11 +24,11 @@ def test_the_dashboard_has_a_panel_per_team_view_the_issue_asks_for() -> None:
     assert found["Team: GPUs in use and guaranteed"][0] == q.in_use(team=TEAM)
     assert found["Team: GPUs borrowed"] == [q.borrowed(team=TEAM)]
     assert found["Team: GPUs lent"] == [f"sum by (cluster_queue) ({q.lent(team=TEAM)})"]
-    assert found["Team: GPU-hours over the last day"] == [q.gpu_hours_per_day(team=TEAM)]
+    assert found["Team: GPU-hours over the last day"] == [gpu_hours(ALLOCATED, "1d", 'team=~"$team"')]
     pending = found["Team: pending and admitted workloads"]
     assert "kueue_pending_workloads" in pending[0] and "kueue_admitted_active_workloads" in pending[1]
     for title, exprs in found.items():
-        if title.startswith("Team: "):
+        if title.startswith("Team: ") and "GPU-hours" not in title:
             assert all(TEAM in e and "by (cluster_queue" in e for e in exprs), title
     team = next(v for v in load_dashboards()["kueue"]["templating"]["list"] if v["name"] == "team")
     assert team["includeAll"] and team["definition"] == "label_values(kueue_cluster_queue_nominal_quota, cluster_queue)"

@@ -161,6 +161,12 @@ def gpu_labels(exporter: Mapping[str, str], gpu: int, holder: tuple[str, str] | 
 
 HA = SIMULATED_DCGM["Hostname"]
 Sample = tuple[Mapping[str, str], float]
+PENDING: list[Sample] = [
+    ({"cluster_queue": TEAM, "status": "active"}, 1),
+    ({"cluster_queue": TEAM, "status": "inadmissible"}, 0),
+    ({"cluster_queue": OTHER, "status": "active"}, 0),
+    ({"cluster_queue": OTHER, "status": "inadmissible"}, 1),
+]
 # What each expression gives at the end of the hour, by "<dashboard>/<panel title>/<refId>" or
 # "rule/<alert or record>". An empty list: no series (e.g. an alert that must not fire).
 EXPECTED: dict[str, list[Sample]] = {
@@ -191,12 +197,7 @@ EXPECTED: dict[str, list[Sample]] = {
     "gpu/Team: GPU-hours over the time range/B": [({"team": TEAM}, 0.75), ({"team": OTHER}, 0.05)],
     "gpu/Team: GPU-hours over the time range/C": [({"team": TEAM}, 1.25), ({"team": OTHER}, 0)],
     # -- Kueue dashboard -------------------------------------------------------------------
-    "kueue/Pending workloads/A": [
-        ({"cluster_queue": TEAM, "status": "active"}, 1),
-        ({"cluster_queue": TEAM, "status": "inadmissible"}, 0),
-        ({"cluster_queue": OTHER, "status": "active"}, 0),
-        ({"cluster_queue": OTHER, "status": "inadmissible"}, 1),
-    ],
+    "kueue/Pending workloads/A": PENDING,
     "kueue/Admitted active workloads/A": [({"cluster_queue": TEAM}, 2), ({"cluster_queue": OTHER}, 0)],
     "kueue/Quota used vs nominal/A": [
         ({"cluster_queue": TEAM, "flavor": "gpu", "resource": "nvidia.com/gpu"}, 2),
@@ -221,19 +222,14 @@ EXPECTED: dict[str, list[Sample]] = {
     "kueue/Time to admission/B": [({"cluster_queue": TEAM}, 1 + 9 * 0.9)],
     "kueue/Admissions and evictions/A": [({"cluster_queue": TEAM}, 1 / 60)],
     "kueue/Admissions and evictions/B": [({"cluster_queue": OTHER, "reason": "Preempted"}, 0)],
-    "kueue/Team: pending and admitted workloads/A": [
-        ({"cluster_queue": TEAM, "status": "active"}, 1),
-        ({"cluster_queue": TEAM, "status": "inadmissible"}, 0),
-        ({"cluster_queue": OTHER, "status": "active"}, 0),
-        ({"cluster_queue": OTHER, "status": "inadmissible"}, 1),
-    ],
+    "kueue/Team: pending and admitted workloads/A": PENDING,
     "kueue/Team: pending and admitted workloads/B": [({"cluster_queue": TEAM}, 2), ({"cluster_queue": OTHER}, 0)],
     "kueue/Team: GPUs in use and guaranteed/A": [({"cluster_queue": TEAM}, 2), ({"cluster_queue": OTHER}, 0)],
     "kueue/Team: GPUs in use and guaranteed/B": [({"cluster_queue": TEAM}, 1), ({"cluster_queue": OTHER}, 1)],
     "kueue/Team: GPUs borrowed/A": [({"cluster_queue": TEAM}, 1), ({"cluster_queue": OTHER}, 0)],
     "kueue/Team: GPUs lent/A": [({"cluster_queue": TEAM}, 0), ({"cluster_queue": OTHER}, 1)],
-    # avg over the day of what exists (the hour): 2 GPUs, times 24.
-    "kueue/Team: GPU-hours over the last day/A": [({"cluster_queue": TEAM}, 48), ({"cluster_queue": OTHER}, 0)],
+    # The hour of data the day holds: 2 GPU-hours (an average of the hour times 24 said 48).
+    "kueue/Team: GPU-hours over the last day/A": [({"team": TEAM}, 2), ({"team": OTHER}, 0)],
     "kueue/Team: fair share/A": [({"cluster_queue": TEAM}, 500), ({"cluster_queue": OTHER}, 0)],
     # -- Recommender serving dashboard (probes excluded from the load panels) ------------------
     "recommender/Requests/s by route/A": [({"route": "/recommend"}, 1 + 0.1 + 2)],
