@@ -139,6 +139,27 @@ def test_the_table_for_recorded_answers(serve: Serve, capsys: pytest.CaptureFixt
     assert {params["time"][0] for _, params in fake.queries} == {f"{NOW:.3f}"}
 
 
+def test_the_table_for_answers_recorded_from_a_real_prometheus(
+    serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    columns = ("allocated", "busy", "idle")
+    recorded = {r: (200, f"recorded-gpu-hours-{c}.json") for r, c in zip(u.RECORDS, columns, strict=True)}
+    recorded[COVERAGE] = (200, "recorded-coverage.json")
+    argv = ["gpu-usage", "--prometheus", serve(recorded).url, "--since", "3h", "--price-per-gpu-hour", "2.5"]
+    assert main(argv, now=1796588820) == 0
+    out, err = capsys.readouterr()
+    assert (
+        out.splitlines()[0]
+        == "GPU usage per team from 2026-12-06 17:27 UTC to 2026-12-06 20:27 UTC (3 h), at 2.5 per GPU-hour"
+    )
+    assert [line.split() for line in out.splitlines()[3:]] == [
+        ["bookstore-ml", "6.00", "3.00", "3.00", "15.00", "7.50", "7.50"],
+        ["vision", "1.00", "0.00", "1.00", "2.50", "0.00", "2.50"],
+        ["total", "7.00", "3.00", "4.00", "17.50", "7.50", "10.00"],
+    ]
+    assert err == ""  # 180 one-minute records: the whole 3 hours
+
+
 def test_csv_has_a_row_per_team_with_hours_and_cost(serve: Serve, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(run(serve().url, "--format", "csv"), now=NOW) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -162,7 +183,7 @@ def test_csv_has_a_row_per_team_with_hours_and_cost(serve: Serve, capsys: pytest
 
 
 def test_no_series_is_an_empty_report_that_says_why(serve: Serve, capsys: pytest.CaptureFixture[str]) -> None:
-    empty = {key: (200, "empty.json") for key in RECORDED}
+    empty = {key: (200, "recorded-empty.json") for key in RECORDED}
     assert main(run(serve(empty).url), now=NOW) == 0
     out, err = capsys.readouterr()
     assert "(no team held GPUs in this window)" in out
@@ -208,16 +229,16 @@ def test_query_reads_labels_and_values(serve: Serve) -> None:
     values = {s.labels["team"]: s for s in nan_inf}
     assert values["research"].value == float("inf") and not values["research"].finite
     assert values["vision"].value != values["vision"].value  # NaN
-    assert Prometheus(serve(**{u.BUSY: (200, "empty.json")}).url).query(u.BUSY, at=NOW) == []
+    assert Prometheus(serve(**{u.BUSY: (200, "recorded-empty.json")}).url).query(u.BUSY, at=NOW) == []
 
 
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
         (
-            (400, "error-bad-data.json"),
-            'Prometheus refused the query (HTTP 400, bad_data): invalid parameter "query": 1:35: parse error: '
-            "unexpected character inside braces: '!'",
+            (400, "recorded-error-bad-data.json"),
+            'Prometheus refused the query (HTTP 400, bad_data): invalid parameter "query": 1:38: parse error: '
+            "unexpected character after '!' inside braces: '}'",
         ),
         ((503, "error-timeout.json"), "Prometheus refused the query (HTTP 503, timeout): query timed out"),
         ((500, "<html><body>Internal Server Error</body></html>"), "answered HTTP 500 with something that is not"),

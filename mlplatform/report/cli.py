@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, now: float | None = None) -> int:
     args = _parser().parse_args(argv)
     prometheus = Prometheus(args.prometheus, timeout_seconds=args.timeout)
-    end = time.time() if now is None else now
+    end = float(int(time.time())) if now is None else now  # whole seconds: the window reads better
     try:
         report = collect(prometheus, window_seconds=args.since, end=end, price_per_gpu_hour=args.price_per_gpu_hour)
     except PrometheusError as err:
