@@ -20,31 +20,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-install_promtool() {
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    if sudo -n true 2>/dev/null; then sudo="sudo -n"; else return 1; fi
-  fi
-  command -v apt-get >/dev/null || return 1
-  echo "== installing promtool (Debian package prometheus)"
-  # Never let the package's maintainer scripts start the Prometheus service: only promtool is used.
-  local policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    policy=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 0755 "$policy"
-  fi
-  local rc=0 log; log="$(mktemp)"
-  { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-    && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
-    </dev/null >"$log" 2>&1 || rc=$?
-  [ -z "$policy" ] || $sudo rm -f "$policy"
-  [ "$rc" = 0 ] || tail -n 20 "$log" >&2
-  rm -f "$log"
-  return "$rc"
-}
 if ! command -v promtool >/dev/null; then
-  install_promtool || echo "warning: promtool is missing and could not be installed (needs root or sudo on" \
-    "Debian/Ubuntu): the PromQL tests will fail; install Debian's prometheus package or put promtool on PATH" >&2
+  bash scripts/install-promtool.sh || echo "warning: promtool is missing and could not be installed (needs root" \
+    "or sudo on Debian/Ubuntu): the PromQL tests will fail; install Debian's prometheus package or put promtool" \
+    "on PATH" >&2
 fi
 
 echo "== ruff"; ruff check .
