@@ -31,7 +31,7 @@ __all__ = [
 
 INSTALL_HINT = (
     "promtool (Prometheus' rule tester) is not on PATH: these tests run PromQL on Prometheus' real engine. "
-    "Run `bash scripts/test.sh` as root on Debian (it installs Debian's `prometheus` package), or "
+    "Run `bash scripts/install-promtool.sh` (as root or with sudo on Debian/Ubuntu; scripts/test.sh does), or "
     "`apt-get install prometheus`, or put a promtool 2.x binary on PATH."
 )
 
