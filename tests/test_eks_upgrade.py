@@ -185,8 +185,8 @@ def test_serving_keeps_a_replica_through_a_node_roll(eks: Capture) -> None:
     # The roll drains nodes one at a time; the recommender's budget must allow it yet keep one serving.
     [budget] = [m for m in eks.kind("PodDisruptionBudget") if m["metadata"]["namespace"] == "bookstore-ml"]
     [hpa] = [m for m in eks.kind("HorizontalPodAutoscaler") if m["metadata"]["namespace"] == "bookstore-ml"]
-    assert hpa["spec"]["minReplicas"] >= 2
-    assert budget["spec"].get("maxUnavailable") == 1 or budget["spec"].get("minAvailable", 0) >= 1
+    # At least one replica stays, and at least one may go: a budget at minReplicas would block the roll.
+    assert 1 <= budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
 
 
 class EngineCheckMocks(PlatformMocks):
