@@ -145,7 +145,7 @@ def eks() -> Capture:
     return capture_stack("eks", EKS_FROM_HERE)
 
 
-def test_the_cluster_and_everything_on_it_wait_for_the_gate(eks: Capture) -> None:
+def test_every_aws_resource_waits_for_the_gate_and_everything_on_the_cluster_for_the_cluster(eks: Capture) -> None:
     [gate] = eks.of_type(GATE)
     assert {k: v for k, v in gate.props.items() if k != "__provider"} == {
         "clusterName": "ml-platform",
@@ -154,6 +154,10 @@ def test_the_cluster_and_everything_on_it_wait_for_the_gate(eks: Capture) -> Non
     assert not gate.dependencies, "the gate waits for nothing: it is checked first"
     [cluster] = eks.of_type(CLUSTER)
     assert gate.urn in cluster.dependencies
+    # Not only the cluster: no AWS resource of the stack (VPC, IAM, ECR, EFS too) goes before the check.
+    aws_resources = [r for r in eks.resources if r.custom and r.type.startswith("aws:")]
+    assert len(aws_resources) > 30
+    assert not [r.name for r in aws_resources if gate.urn not in r.dependencies]
     on_the_cluster = [r for r in eks.resources if r.type in (NODE_GROUP, ADDON) or r.is_kubernetes_object]
     assert len(on_the_cluster) > 20
     for resource in on_the_cluster:
@@ -222,13 +226,13 @@ def run_recorded(mocks: EngineCheckMocks, requested: str) -> None:
     ("recorded", "requested", "says"),
     [("1.32", "1.34", "one minor version at a time"), ("1.34", "1.33", "cannot downgrade")],
 )
-def test_a_refused_change_fails_the_run_before_the_cluster_is_sent(recorded: str, requested: str, says: str) -> None:
+def test_a_refused_change_fails_the_run_before_anything_goes_to_aws(recorded: str, requested: str, says: str) -> None:
     mocks = EngineCheckMocks(recorded)
     with pytest.raises(Exception, match=rf"{says}.*at {recorded}, the config asks for {requested}") as refused:
         run_recorded(mocks, requested)
     assert "kubernetesVersion" in str(refused.value)
     assert GATE in mocks.registered
-    touched = [t for t in mocks.registered if t in (CLUSTER, NODE_GROUP, ADDON) or t.startswith("kubernetes:")]
+    touched = [t for t in mocks.registered if t.startswith(("aws:", "kubernetes:", "command:"))]
     assert not touched, f"registered although the gate refused: {touched}"
 
 

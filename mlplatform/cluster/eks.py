@@ -98,6 +98,17 @@ def kubeconfig(
     }
 
 
+def _after(gate: pulumi.Resource) -> pulumi.ResourceTransformation:
+    """A transformation that makes a resource wait for ``gate`` (inherited by every descendant)."""
+
+    def wait(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=[gate]))
+        )
+
+    return wait
+
+
 def _zones(count: int) -> list[str]:
     """The first ``count`` default (non opt-in) zones of the region, or a ConfigError."""
     found = aws.get_availability_zones(
@@ -132,7 +143,18 @@ class EksCluster(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("mlplatform:cluster:EksCluster", name, None, opts)
+        # Beside the component, not in it: every resource of the component waits for the gate (the
+        # transformation adds the dependency to each, nested ones too), so a refused version change
+        # sends nothing to AWS; the cluster also names it explicitly below.
+        gate = KubernetesVersionGate(
+            f"{name}-version-gate",
+            cluster_name=config.cluster_name,
+            kubernetes_version=config.kubernetes_version,
+            opts=pulumi.ResourceOptions(parent=opts.parent if opts else None),
+        )
+        gated = pulumi.ResourceOptions(transformations=[_after(gate)])
+        super().__init__("mlplatform:cluster:EksCluster", name, None, pulumi.ResourceOptions.merge(opts, gated))
+        self.version_gate = gate
         eks = config.eks
         release = eks_release(config.kubernetes_version)
         if release is None:  # config.py refuses it first; this keeps other callers honest
@@ -157,13 +179,6 @@ class EksCluster(pulumi.ComponentResource):
         )
         node_role, node_role_attachments = role_with_policies(
             f"{name}-node", service="ec2.amazonaws.com", policies=NODE_POLICIES, partition=partition, parent=self
-        )
-        # Refuses a skipped minor or a downgrade in preview and up, before the cluster is sent to AWS.
-        self.version_gate = KubernetesVersionGate(
-            f"{name}-version-gate",
-            cluster_name=config.cluster_name,
-            kubernetes_version=config.kubernetes_version,
-            opts=child,
         )
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",

@@ -2,9 +2,10 @@
 
 Why a dynamic resource: the version the cluster was last deployed at lives only in the stack's
 state, and the engine hands a resource's recorded inputs to its provider's ``check`` together
-with the new ones. ``check`` runs in preview and in up, before the resource's step, and the
-cluster depends on the gate: a refused change stops the run before the cluster (and so its add-ons,
-node groups and every Kubernetes object, which depend on the cluster) is sent to AWS at all.
+with the new ones. ``check`` runs in preview and in up, before the resource's step, and every
+resource of ``EksCluster`` depends on the gate (``eks.py`` adds the dependency with a transformation):
+a refused change stops the run before anything is sent to AWS (only the program's read-only
+lookups at start come first).
 
 The provider class is pickled by reference to this module, so it must stay importable from the
 project root under this name (the engine runs it in a separate process, from the project root).
