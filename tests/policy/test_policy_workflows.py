@@ -328,6 +328,8 @@ def test_the_upgrade_poller_is_bounded_and_polls_the_recommender_over_the_loopba
     [asked] = [urlparse("http://" + t) for t in curl if t.startswith("localhost:")]
     assert (url.path, url.query) == (asked.path, asked.query)
     assert forward[-1] == "&" and poller[-1] == "&", "both run beside the upgrade, not before it"
+    # Restarted when it dies: under the step's `bash -e` a failing command would end the loop.
+    assert forward[0] == "(while" and "||" in forward and "done)" in forward
 
     def option(name: str) -> str:
         return poller[poller.index(name) + 1]
