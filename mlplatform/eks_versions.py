@@ -44,8 +44,10 @@ class EksRelease:
 # Sources. Add-ons: coredns and kube-proxy from the Amazon EKS user guide's "latest version per
 # Kubernetes version" tables (managing-coredns, managing-kube-proxy; the snapshot listing kube-proxy
 # v1.34.1-eksbuild.2 / v1.33.5-eksbuild.2); vpc-cni, eks-pod-identity-agent and the CSI drivers
-# support both minors at one version (terraform-aws-modules/eks 21.8.0 configuration of a 1.34
-# cluster). AMIs: awslabs/amazon-eks-ami release v20260714 (commit b4fffb70), CHANGELOG, release
+# from a public Terraform configuration of an EKS 1.34 cluster (spack infrastructure,
+# terraform-aws-modules/eks 21.8.0), kept for 1.33 (add-ons of this age support both minors).
+# Refresh with: aws eks describe-addon-versions --kubernetes-version <minor> --addon-name <name>.
+# AMIs: awslabs/amazon-eks-ami release v20260714 (commit b4fffb70), CHANGELOG, release
 # versions 1.34.9-20260714 and 1.33.13-20260714 for AL2023_x86_64_STANDARD and _NVIDIA.
 # cluster-autoscaler: tags cluster-autoscaler-1.34.2 and cluster-autoscaler-1.33.6 of kubernetes/autoscaler.
 _SHARED_ADDONS = {
