@@ -1,6 +1,7 @@
 """The GitHub workflows, validated offline: they parse, pin every action to a commit SHA with its
 version in a comment, run only files that exist here, name objects the dev stack creates, run the
-whole lifecycle on kind in order, and post one comment with the desired-state diff."""
+whole lifecycle on kind in order (with an upgrade from the previous release's versions while the
+recommender is polled), and post one comment with the desired-state diff."""
 
 from __future__ import annotations
 
