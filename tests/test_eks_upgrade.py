@@ -14,12 +14,16 @@ import itertools
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import dill
+import grpc
 import pytest
+from google.protobuf import struct_pb2
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
 from mlplatform import versions
 from mlplatform.capture import REPO_ROOT, Capture, PlatformMocks, capture_stack, plain, run_under_mocks
@@ -95,21 +99,60 @@ def test_the_provider_diff_updates_on_a_new_version_and_replaces_on_a_new_cluste
     }
 
 
-def test_the_serialized_provider_is_stable_and_loads_by_reference_from_the_project_root() -> None:
+GATE_URN = "urn:pulumi:eks::ml-platform::pulumi-python:dynamic/eks:KubernetesVersionGate::ml-platform-version-gate"
+
+
+@pytest.fixture(scope="module")
+def engine_side() -> Iterator[provider_pb2_grpc.ResourceProviderStub]:
+    """The dynamic-provider host the engine starts (`python -m pulumi.dynamic`, in the project
+    directory), spoken to over gRPC as the engine does."""
+    host = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    try:
+        assert host.stdout is not None
+        port = int(host.stdout.readline())  # its first line, as the engine reads it
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = provider_pb2_grpc.ResourceProviderStub(channel)
+            stub.Configure(provider_pb2.ConfigureRequest(args=struct_pb2.Struct()))
+            yield stub
+    finally:
+        host.kill()
+        host.wait()
+
+
+def wire(version: str, cluster: str = "ml-platform") -> struct_pb2.Struct:
+    """The gate's inputs as the engine sends them: the serialized provider beside its properties."""
+    props = struct_pb2.Struct()
+    props.update(
+        {"__provider": serialize_provider(KubernetesVersionGateProvider()), "clusterName": cluster,
+         "kubernetesVersion": version}
+    )  # fmt: skip
+    return props
+
+
+def test_the_serialized_provider_is_a_stable_reference_to_this_module() -> None:
     payload = serialize_provider(KubernetesVersionGateProvider())
     # Stable: a different payload on every run would show the gate as changed on every `up`.
     assert payload == serialize_provider(KubernetesVersionGateProvider())
     assert b"mlplatform.cluster.eks_upgrade" in base64.b64decode(payload)  # a reference, not the code
-    # The engine unpickles it in another process started in the project directory.
-    probe = (
-        "import base64, sys, dill; p = dill.loads(base64.b64decode(sys.argv[1])); "
-        "print(type(p).__module__, p.check({'clusterName': 'c', 'kubernetesVersion': '1.30'}, "
-        "{'clusterName': 'c', 'kubernetesVersion': '1.34'}).failures[0].property)"
+
+
+def test_the_engine_side_check_refuses_a_skip_and_a_downgrade_and_passes_one_minor_up(
+    engine_side: provider_pb2_grpc.ResourceProviderStub,
+) -> None:
+    def check(old: str | None, new: str) -> list[tuple[str, str]]:
+        olds = wire(old) if old else struct_pb2.Struct()
+        answer = engine_side.Check(provider_pb2.CheckRequest(urn=GATE_URN, olds=olds, news=wire(new)))
+        return [(f.property, f.reason) for f in answer.failures]
+
+    [(prop, reason)] = check("1.33", "1.35")
+    assert prop == "kubernetesVersion" and "at 1.33, the config asks for 1.35" in reason
+    [(prop, reason)] = check("1.34", "1.33")
+    assert prop == "kubernetesVersion" and "cannot downgrade" in reason
+    assert check("1.33", "1.34") == [] and check(None, "1.34") == [] and check("1.34", "1.34") == []
+    diff = engine_side.Diff(
+        provider_pb2.DiffRequest(id="ml-platform", urn=GATE_URN, olds=wire("1.33"), news=wire("1.34"))
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, payload], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.split() == ["mlplatform.cluster.eks_upgrade", "kubernetesVersion"]
+    assert diff.changes == provider_pb2.DiffResponse.DIFF_SOME and not diff.replaces
 
 
 # --- the table --------------------------------------------------------------------------------
