@@ -20,6 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from .eks_versions import EKS_RELEASES
 from .quantity import QuantityError, parse_quantity
 from .sharing import COHORT, Pools, TeamConfig, TeamEntry, parse_team_entry, quantity_text, resolve_shares
 
@@ -82,7 +83,12 @@ class Key:
 KEYS: dict[str, Key] = {
     "clusterProvider": Key("string", "kind", "Where the cluster runs: kind (local) or eks (AWS)."),
     "clusterName": Key("string", "ml-platform", "Name of the kind or EKS cluster."),
-    "kubernetesVersion": Key("string", "1.34", "Kubernetes minor version (EKS control plane)."),
+    "kubernetesVersion": Key(
+        "string",
+        "1.34",
+        "eks: Kubernetes minor of the control plane, add-ons and nodes; upgrade one minor per pulumi up (README, "
+        "Upgrading).",
+    ),
     "kindCpuWorkers": Key("integer", 1, "kind: CPU worker nodes."),
     "kindGpuWorkers": Key("integer", 1, "kind: GPU-pool worker nodes (tainted nvidia.com/gpu)."),
     "kindGpusPerWorker": Key("integer", 2, "kind: nvidia.com/gpu advertised per GPU worker."),
@@ -412,6 +418,14 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     eks = _parse_eks(r)
     if provider is ClusterProvider.EKS:
         _check_eks_endpoint(r, eks)
+        r.check(
+            k8s_version in EKS_RELEASES,
+            "kubernetesVersion",
+            k8s_version,
+            f"a minor pinned in mlplatform.eks_versions.EKS_RELEASES ({', '.join(EKS_RELEASES)}); to add one, pin its "
+            f"add-ons (aws eks describe-addon-versions --kubernetes-version {k8s_version}), node AMI release and "
+            "cluster-autoscaler there (docs/eks.md, Upgrading EKS)",
+        )
 
     slicing = r.get("gpuTimeSlicingReplicas")
     r.check(1 <= slicing <= 32, "gpuTimeSlicingReplicas", slicing, "an integer from 1 (off) to 32")
