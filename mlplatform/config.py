@@ -20,6 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from .eks_versions import EKS_RELEASES
 from .quantity import QuantityError, parse_quantity
 from .sharing import COHORT, Pools, TeamConfig, TeamEntry, parse_team_entry, quantity_text, resolve_shares
 
@@ -84,7 +85,12 @@ class Key:
 KEYS: dict[str, Key] = {
     "clusterProvider": Key("string", "kind", "Where the cluster runs: kind (local) or eks (AWS)."),
     "clusterName": Key("string", "ml-platform", "Name of the kind or EKS cluster."),
-    "kubernetesVersion": Key("string", "1.34", "Kubernetes minor version (EKS control plane)."),
+    "kubernetesVersion": Key(
+        "string",
+        "1.34",
+        "eks: Kubernetes minor of the control plane, add-ons and nodes; upgrade one minor per pulumi up (README, "
+        "Upgrading).",
+    ),
     "kindCpuWorkers": Key("integer", 1, "kind: CPU worker nodes."),
     "kindGpuWorkers": Key("integer", 1, "kind: GPU-pool worker nodes (tainted nvidia.com/gpu)."),
     "kindGpusPerWorker": Key("integer", 2, "kind: GPUs per GPU worker (time-slicing multiplies what it advertises)."),
@@ -134,6 +140,16 @@ KEYS: dict[str, Key] = {
         "string", "16Gi", "Memory Kueue admits across all teams: their guarantees plus a shared remainder."
     ),
     "monitoring": Key("boolean", False, "Install kube-prometheus-stack and wire scraping."),
+    # -- GPU idle alerts (monitoring on): one block, read by mlplatform/monitoring/gpu_usage.py --
+    "gpuIdleAlertPercent": Key(
+        "integer",
+        10,
+        "Monitoring: a GPU (GpuAllocatedButIdle) or a team's admitted GPUs (TeamGpusIdle) count as idle below "
+        "this utilisation, in percent (1-99).",
+    ),
+    "gpuIdleAlertMinutes": Key(
+        "integer", 30, "Monitoring: minutes GPUs stay idle before GpuAllocatedButIdle and TeamGpusIdle fire (5-1440)."
+    ),
     "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
     "recommenderImage": Key(
         "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
@@ -247,6 +263,9 @@ class PlatformConfig:
     queue_cpu: str = "8"
     queue_memory: str = "16Gi"
     monitoring: bool = False
+    # GPU idle alerts: below this utilisation (percent) for this long (minutes)
+    gpu_idle_alert_percent: int = 10
+    gpu_idle_alert_minutes: int = 30
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
 
     @property
@@ -431,6 +450,14 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     eks = _parse_eks(r)
     if provider is ClusterProvider.EKS:
         _check_eks_endpoint(r, eks)
+        r.check(
+            k8s_version in EKS_RELEASES,
+            "kubernetesVersion",
+            k8s_version,
+            f"a minor pinned in mlplatform.eks_versions.EKS_RELEASES ({', '.join(EKS_RELEASES)}); to add one, pin its "
+            f"add-ons (aws eks describe-addon-versions --kubernetes-version {k8s_version}), node AMI release and "
+            "cluster-autoscaler there (docs/eks.md, Upgrading EKS)",
+        )
 
     slicing = r.get("gpuTimeSlicingReplicas")
     r.check(1 <= slicing <= 32, "gpuTimeSlicingReplicas", slicing, "an integer from 1 (off) to 32")
@@ -482,8 +509,11 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         queue_cpu=queue_cpu,
         queue_memory=queue_memory,
         monitoring=r.get("monitoring"),
+        gpu_idle_alert_percent=r.get("gpuIdleAlertPercent"),
+        gpu_idle_alert_minutes=r.get("gpuIdleAlertMinutes"),
         recommender=rec,
     )
+    _check_gpu_idle_alerts(r, config)
     if rec.enabled and rec.training_gpus > 0 and config.schedulable_gpus < rec.training_gpus:
         r._fail(
             "recommenderTrainingGpus",
@@ -493,6 +523,13 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _check_gpu_idle_alerts(r: _Reader, config: PlatformConfig) -> None:
+    # 0 would never fire and 100 would fire on every GPU; under 5 minutes a data loader's pause pages someone.
+    percent, minutes = config.gpu_idle_alert_percent, config.gpu_idle_alert_minutes
+    r.check(1 <= percent <= 99, "gpuIdleAlertPercent", percent, "a utilisation from 1 to 99 (percent)")
+    r.check(5 <= minutes <= 1440, "gpuIdleAlertMinutes", minutes, "5 to 1440 minutes (a day)")
 
 
 def _parse_eks(r: _Reader) -> EksConfig:

@@ -119,11 +119,30 @@ def test_values_arrive_as_strings_like_the_cli_sends_them() -> None:
             "ml-platform:eksPublicAccessCidrs = 'not-a-cidr' is not allowed: CIDR blocks",
         ),
         ({"clusterName": "My Cluster"}, "ml-platform:clusterName = 'My Cluster' is not allowed"),
+        (
+            {"gpuIdleAlertPercent": "0"},
+            "ml-platform:gpuIdleAlertPercent = 0 is not allowed: a utilisation from 1 to 99 (percent)",
+        ),
+        ({"gpuIdleAlertPercent": "100"}, "ml-platform:gpuIdleAlertPercent = 100 is not allowed"),
+        ({"gpuIdleAlertPercent": "ten"}, "ml-platform:gpuIdleAlertPercent = 'ten' is not allowed: an integer"),
+        ({"gpuIdleAlertMinutes": "2"}, "ml-platform:gpuIdleAlertMinutes = 2 is not allowed: 5 to 1440 minutes"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(raw: dict[str, object], fragment: str) -> None:
     problems = errors_for(**raw)
     assert any(fragment in p for p in problems), problems
+
+
+def test_gpu_idle_alert_thresholds_reach_the_monitoring_args() -> None:
+    from mlplatform.monitoring import MonitoringArgs
+
+    config = parse_config({"gpuIdleAlertPercent": "25", "gpuIdleAlertMinutes": "60"}, stack="dev")
+    args = MonitoringArgs.for_platform(config, cluster=None)  # type: ignore[arg-type]
+    assert (args.gpu_idle_percent, args.gpu_idle_minutes) == (25, 60)
+    raw = {**stack_file_values("eks"), "eksPublicAccessCidrs": json.dumps(EKS_FROM_HERE["eksPublicAccessCidrs"])}
+    eks_config = parse_config({**raw, "gpuIdleAlertMinutes": "15"}, stack="eks")
+    eks = MonitoringArgs.for_platform(eks_config, cluster=None)  # type: ignore[arg-type]
+    assert (eks.gpu_idle_minutes, eks.retention) == (15, "7d")
 
 
 def test_unknown_key_is_rejected_with_a_suggestion() -> None:

@@ -11,13 +11,14 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from mlplatform import capture
 from mlplatform.capture import PlatformMocks, capture_stack, run_under_mocks, stack_file_config
-from mlplatform.cluster.eks import ADDON_VERSIONS, addon_versions, kubeconfig
+from mlplatform.cluster.eks import kubeconfig
 from mlplatform.cluster.eks_iam import iam_role_arn
 from mlplatform.cluster.eks_network import subnet_plan
 from mlplatform.cluster.eks_nodes import autoscaler_node_template_tags
 from mlplatform.cluster.eks_storage import MODEL_STORE_CLASS
 from mlplatform.cluster.pools import node_pools
 from mlplatform.config import ConfigError, parse_config
+from mlplatform.eks_versions import EKS_RELEASES
 from stack import build as build_stack
 from tests.stacks import EKS_FROM_HERE
 
@@ -113,20 +114,18 @@ def test_subnet_plan_never_overlaps_and_stays_inside_the_vpc(cidr: str) -> None:
 
 
 def test_unpinned_kubernetes_version_is_a_config_error_with_the_fix() -> None:
-    assert set(addon_versions("1.34")) == {
-        "vpc-cni",
-        "kube-proxy",
-        "coredns",
-        "eks-pod-identity-agent",
-        "aws-ebs-csi-driver",
-        "aws-efs-csi-driver",
-    }
-    with pytest.raises(ConfigError, match=r"kubernetesVersion = '1\.35'.*describe-addon-versions"):
-        addon_versions("1.35")
+    with pytest.raises(
+        ConfigError, match=r"kubernetesVersion = '1\.36'.*describe-addon-versions --kubernetes-version 1\.36"
+    ):
+        parse_config(
+            {"clusterProvider": "eks", "kubernetesVersion": "1.36", "eksPrivateEndpointOnly": "true"}, stack="eks"
+        )
+    # kind runs its pinned node image: the EKS table does not constrain it.
+    assert parse_config({"kubernetesVersion": "1.36"}, stack="dev").kubernetes_version == "1.36"
 
 
 def test_add_ons_are_installed_at_their_pinned_versions_with_pod_identity_for_csi(eks_addons: dict[str, Any]) -> None:
-    assert {name: a["addonVersion"] for name, a in eks_addons.items()} == ADDON_VERSIONS["1.34"]
+    assert {name: a["addonVersion"] for name, a in eks_addons.items()} == EKS_RELEASES["1.34"].addons
     assert eks_addons["aws-ebs-csi-driver"]["podIdentityAssociations"][0]["serviceAccount"] == "ebs-csi-controller-sa"
     assert eks_addons["aws-efs-csi-driver"]["podIdentityAssociations"][0]["serviceAccount"] == "efs-csi-controller-sa"
     assert "podIdentityAssociations" not in eks_addons["coredns"]

@@ -16,7 +16,7 @@ import pytest
 from mlplatform import capture
 from mlplatform.capture import SECRET_SIG, Capture, run_under_mocks, stack_file_config
 from mlplatform.config import parse_config
-from mlplatform.monitoring import MONITORING_NAMESPACE, MonitoringArgs
+from mlplatform.monitoring import MONITORING_NAMESPACE, MonitoringArgs, gpu_usage
 from mlplatform.monitoring.versions import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, PROMETHEUS_COMMUNITY_REPO
 from mlplatform.program import Platform
 from stack import build as build_stack
@@ -39,9 +39,10 @@ def _program(*, scrape: bool) -> Platform:
     return platform
 
 
-def _run(monitoring: bool, *, scrape: bool = False) -> Capture:
+def _run(monitoring: bool, *, scrape: bool = False, **settings: str) -> Capture:
     config = stack_file_config("dev")
     config["ml-platform:monitoring"] = "true" if monitoring else "false"
+    config |= {f"ml-platform:{key}": value for key, value in settings.items()}
     # The platform alone: the workloads (and their own scrape() call) are tested with the workloads.
     config["ml-platform:recommenderEnabled"] = "false"
     return run_under_mocks(lambda: _program(scrape=scrape), stack="dev", config=config)
@@ -128,6 +129,22 @@ def test_platform_and_serving_alerts_are_installed(on: Capture) -> None:
     rules = {m["metadata"]["name"]: m for m in on.kind("PrometheusRule")}
     assert rules["mlplatform-platform"]["metadata"]["namespace"] == MONITORING_NAMESPACE
     assert rules[f"{APP}-serving"]["metadata"]["namespace"] == TEAM
+
+
+def _gpu_rules(cap: Capture) -> dict[str, dict[str, Any]]:
+    (platform,) = [m for m in cap.kind("PrometheusRule") if m["metadata"]["name"] == "mlplatform-platform"]
+    return {g["name"]: g for g in platform["spec"]["groups"]}
+
+
+def test_gpu_usage_is_recorded_and_idle_thresholds_come_from_stack_config(on: Capture, _random_outputs: None) -> None:
+    groups = _gpu_rules(on)
+    assert [r["record"] for r in groups["mlplatform.gpu-usage"]["rules"]][:3] == list(gpu_usage.RECORDS)
+    alerts = {r["alert"]: r for r in groups["mlplatform.gpu"]["rules"]}
+    assert (alerts["TeamGpusIdle"]["expr"], alerts["TeamGpusIdle"]["for"]) == (f"{gpu_usage.UTILIZATION} < 10", "30m")
+    custom = _gpu_rules(_run(True, gpuIdleAlertPercent="25", gpuIdleAlertMinutes="45"))
+    alerts = {r["alert"]: r for r in custom["mlplatform.gpu"]["rules"]}
+    assert (alerts["TeamGpusIdle"]["expr"], alerts["TeamGpusIdle"]["for"]) == (f"{gpu_usage.UTILIZATION} < 25", "45m")
+    assert alerts["GpuAllocatedButIdle"]["expr"].endswith("< 25") and alerts["GpuAllocatedButIdle"]["for"] == "45m"
 
 
 def test_scrape_wires_a_service_monitor_and_lets_only_prometheus_in(on: Capture) -> None:

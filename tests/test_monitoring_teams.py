@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlplatform.monitoring import load_dashboards, platform_rules
 from mlplatform.monitoring import team_queries as q
+from mlplatform.monitoring.gpu_usage import ALLOCATED, gpu_hours
 from tests.promql_eval import Series, evaluate
 
 TEAM = 'cluster_queue=~"$team"'
@@ -23,11 +24,11 @@ def test_the_dashboard_has_a_panel_per_team_view_the_issue_asks_for() -> None:
     assert found["Team: GPUs in use and guaranteed"][0] == q.in_use(team=TEAM)
     assert found["Team: GPUs borrowed"] == [q.borrowed(team=TEAM)]
     assert found["Team: GPUs lent"] == [f"sum by (cluster_queue) ({q.lent(team=TEAM)})"]
-    assert found["Team: GPU-hours over the last day"] == [q.gpu_hours_per_day(team=TEAM)]
+    assert found["Team: GPU-hours over the last day"] == [gpu_hours(ALLOCATED, "1d", 'team=~"$team"')]
     pending = found["Team: pending and admitted workloads"]
     assert "kueue_pending_workloads" in pending[0] and "kueue_admitted_active_workloads" in pending[1]
     for title, exprs in found.items():
-        if title.startswith("Team: "):
+        if title.startswith("Team: ") and "GPU-hours" not in title:
             assert all(TEAM in e and "by (cluster_queue" in e for e in exprs), title
     team = next(v for v in load_dashboards()["kueue"]["templating"]["list"] if v["name"] == "team")
     assert team["includeAll"] and team["definition"] == "label_values(kueue_cluster_queue_nominal_quota, cluster_queue)"
@@ -73,9 +74,8 @@ def test_lent_is_an_unused_guarantee_covering_others_borrowing_beyond_the_shared
 
 def test_the_alert_fires_for_the_waiting_team_whose_guarantee_is_lent() -> None:
     rule = platform_rules("monitoring", ml_namespaces=["a", "b"])
-    (expr,) = [
-        r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "TeamWaitsWhileItsQuotaIsLent"
-    ]
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    (expr,) = [r["expr"] for r in rules if r.get("alert") == "TeamWaitsWhileItsQuotaIsLent"]
     usage = kueue_series({"a": 3, "b": 0}, {"a": 1, "b": 1}, {"a": INF, "b": INF}, 3)
     waiting = [("kueue_pending_workloads", {"cluster_queue": "b", "status": "inadmissible"}, 1.0),
                ("kueue_pending_workloads", {"cluster_queue": "a", "status": "active"}, 2.0)]  # fmt: skip
@@ -87,7 +87,7 @@ def test_the_alert_fires_for_the_waiting_team_whose_guarantee_is_lent() -> None:
 def test_a_team_waiting_while_its_guarantee_is_lent_raises_an_alert() -> None:
     rule = platform_rules("monitoring", ml_namespaces=["a", "b"], reclaim_within="20m")
     (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "mlplatform.kueue"]
-    alert = next(r for r in group["rules"] if r["alert"] == "TeamWaitsWhileItsQuotaIsLent")
+    alert = next(r for r in group["rules"] if r.get("alert") == "TeamWaitsWhileItsQuotaIsLent")
     assert alert["for"] == "20m" and alert["labels"]["severity"] == "warning"
     assert alert["expr"].startswith(
         '(sum by (cluster_queue) (kueue_pending_workloads{status=~"active|inadmissible"}) > 0)'
@@ -97,4 +97,4 @@ def test_a_team_waiting_while_its_guarantee_is_lent_raises_an_alert() -> None:
     assert "reclaimWithinCohort" in alert["annotations"]["runbook"]
     default = platform_rules("monitoring", ml_namespaces=["a"])
     assert any(r.get("for") == "15m" for g in default["spec"]["groups"] for r in g["rules"]
-               if r["alert"] == "TeamWaitsWhileItsQuotaIsLent")  # fmt: skip
+               if r.get("alert") == "TeamWaitsWhileItsQuotaIsLent")  # fmt: skip

@@ -73,10 +73,12 @@ def serving_rules(namespace: str, name: str, *, error_budget: float = 0.01) -> d
         "stays false until a verified model is loaded (GET /ready says why), so check the registry alias and "
         "the model store volume first.",
     )
+    # Users' requests only: a pod that is not ready answers its readiness probe 503, which no user sees.
+    user = f'{series}, route!~"{NOT_USER_TRAFFIC}"'
     errors = alert(
         "ServingErrorRatioOverBudget",
-        f'sum(rate({REQUESTS_SERIES}{{{series}, status=~"5.."}}[5m]))'
-        f" / sum(rate({REQUESTS_SERIES}{{{series}}}[5m])) > {error_budget}",
+        f'sum(rate({REQUESTS_SERIES}{{{user}, status=~"5.."}}[5m]))'
+        f" / sum(rate({REQUESTS_SERIES}{{{user}}}[5m])) > {error_budget}",
         for_="5m",
         severity="critical",
         summary=f"{namespace}/{name}: {{{{ $value | humanizePercentage }}}} of requests fail "

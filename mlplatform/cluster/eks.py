@@ -17,6 +17,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from ..config import ConfigError, PlatformConfig
+from ..eks_versions import eks_release
 from .eks_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs, discovery_tags, idle_tags
 from .eks_iam import (
     CLUSTER_POLICIES,
@@ -31,28 +32,12 @@ from .eks_iam import (
 from .eks_network import Vpc, VpcArgs
 from .eks_nodes import CPU_AMI_TYPE, GPU_AMI_TYPE, EksNodeGroup, EksNodeGroupArgs
 from .eks_storage import EfsModelStore, EfsModelStoreArgs
+from .eks_upgrade import KubernetesVersionGate
 from .pools import SimulatedGpus, node_pools
 from .provisioning import NodeProvisioning
 
-__all__ = ["ADDON_VERSIONS", "CLUSTER_ADMIN_POLICY", "EksCluster", "addon_versions", "kubeconfig"]
+__all__ = ["CLUSTER_ADMIN_POLICY", "EksCluster", "kubeconfig"]
 
-# EKS add-on versions per Kubernetes minor, pinned: an unpinned add-on resolves to whatever is
-# newest at apply time, so two `pulumi up`s of the same commit could differ.
-# Sources (checked for Kubernetes 1.34): coredns and kube-proxy from the "latest version per
-# Kubernetes version" tables of the Amazon EKS user guide (managing-coredns, managing-kube-proxy);
-# vpc-cni, eks-pod-identity-agent, aws-ebs-csi-driver and aws-efs-csi-driver from a public
-# Terraform configuration of an EKS 1.34 cluster (spack infrastructure, terraform-aws-modules/eks
-# 21.8.0). Refresh with: aws eks describe-addon-versions --kubernetes-version 1.34 --addon-name <name>
-ADDON_VERSIONS: dict[str, dict[str, str]] = {
-    "1.34": {
-        "vpc-cni": "v1.20.4-eksbuild.1",
-        "kube-proxy": "v1.34.1-eksbuild.2",
-        "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
-        "coredns": "v1.12.4-eksbuild.1",
-        "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
-        "aws-efs-csi-driver": "v2.1.13-eksbuild.1",
-    },
-}
 # Installed before any node joins: nodes need pod networking and kube-proxy to become Ready, and
 # the Pod Identity agent must run before the CSI drivers ask it for credentials.
 _BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
@@ -88,21 +73,6 @@ printf '%s' "$KUBECONFIG_DATA"
 """
 
 
-def addon_versions(kubernetes_version: str) -> dict[str, str]:
-    """The pinned add-on versions for ``kubernetes_version``, or a ConfigError saying how to add them."""
-    try:
-        return ADDON_VERSIONS[kubernetes_version]
-    except KeyError:
-        known = ", ".join(sorted(ADDON_VERSIONS))
-        raise ConfigError(
-            [
-                f"ml-platform:kubernetesVersion = {kubernetes_version!r} has no pinned EKS add-on versions "
-                f"(pinned: {known}); add them to mlplatform.cluster.eks.ADDON_VERSIONS from "
-                f"`aws eks describe-addon-versions --kubernetes-version {kubernetes_version}`"
-            ]
-        ) from None
-
-
 def kubeconfig(
     cluster_name: str, endpoint: str, ca_data: str, region: str, *, profile: str | None = None
 ) -> dict[str, Any]:
@@ -128,6 +98,17 @@ def kubeconfig(
     }
 
 
+def _after(gate: pulumi.Resource) -> pulumi.ResourceTransformation:
+    """A transformation that makes a resource wait for ``gate`` (inherited by every descendant)."""
+
+    def wait(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=[gate]))
+        )
+
+    return wait
+
+
 def _zones(count: int) -> list[str]:
     """The first ``count`` default (non opt-in) zones of the region, or a ConfigError."""
     found = aws.get_availability_zones(
@@ -149,7 +130,9 @@ class EksCluster(pulumi.ComponentResource):
     nodes carry no taint; the API endpoint is private, and public only to
     ``eksPublicAccessCidrs`` when set; authentication is by EKS access entries (API mode) and only
     the deploying IAM principal is cluster admin; each IAM role holds only its documented
-    managed policies; add-ons are pinned (``ADDON_VERSIONS``); the model store is an encrypted
+    managed policies; add-ons, the nodes' AMI release and cluster-autoscaler are pinned per Kubernetes
+    minor (``mlplatform.eks_versions.EKS_RELEASES``) and follow the control plane on an upgrade,
+    which moves one minor at a time (``KubernetesVersionGate``); the model store is an encrypted
     EFS file system behind the ``model_store_class`` StorageClass; images go to an ECR repository
     (immutable tags, scan on push); the kubeconfig output is a secret using ``aws eks get-token``.
 
@@ -160,9 +143,23 @@ class EksCluster(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("mlplatform:cluster:EksCluster", name, None, opts)
+        # Beside the component, not in it: every resource of the component waits for the gate (the
+        # transformation adds the dependency to each, nested ones too), so a refused version change
+        # sends nothing to AWS; the cluster also names it explicitly below.
+        gate = KubernetesVersionGate(
+            f"{name}-version-gate",
+            cluster_name=config.cluster_name,
+            kubernetes_version=config.kubernetes_version,
+            opts=pulumi.ResourceOptions(parent=opts.parent if opts else None),
+        )
+        gated = pulumi.ResourceOptions(transformations=[_after(gate)])
+        super().__init__("mlplatform:cluster:EksCluster", name, None, pulumi.ResourceOptions.merge(opts, gated))
+        self.version_gate = gate
         eks = config.eks
-        versions = addon_versions(config.kubernetes_version)
+        release = eks_release(config.kubernetes_version)
+        if release is None:  # config.py refuses it first; this keeps other callers honest
+            raise ConfigError([f"ml-platform:kubernetesVersion = {config.kubernetes_version!r} has no EKS pins"])
+        versions = release.addons
         self.cpu_pool, self.gpu_pool = node_pools(config)
         self.simulated_gpus: SimulatedGpus | None = None  # real GPUs: the NVIDIA device plugin and DCGM
         partition = aws.get_partition().partition
@@ -207,8 +204,9 @@ class EksCluster(pulumi.ComponentResource):
                 parent=self,
                 # Explicit name: a replacement must delete the old cluster first.
                 delete_before_replace=True,
-                # Created after (and destroyed before) the subnets' routes and NAT gateway.
-                depends_on=[self.vpc, cluster_role, *cluster_role_attachments],
+                # Created after (and destroyed before) the subnets' routes and NAT gateway; never
+                # updated before the version gate's check passed.
+                depends_on=[self.vpc, cluster_role, *cluster_role_attachments, self.version_gate],
             ),
         )
         self.cluster_name: pulumi.Output[str] = self.cluster.name
@@ -266,6 +264,8 @@ class EksCluster(pulumi.ComponentResource):
                     desired_size=sizes[1],
                     max_size=sizes[2],
                     ami_type=ami_type,
+                    kubernetes_version=config.kubernetes_version,
+                    ami_release_version=release.node_ami_release,
                     disk_size_gib=disk,
                     autoscaler_tags=tags,
                     # The role's policy attachments too: a node without them cannot join.
@@ -376,6 +376,7 @@ class EksCluster(pulumi.ComponentResource):
                 provider=self.provider,
                 gpu_idle_minutes=eks.gpu_idle_minutes,
                 provisioning=NodeProvisioning(),
+                image_tag=release.autoscaler_image_tag,
                 # Not the GPU group: auto-discovery finds it whenever it exists, and missing GPU
                 # capacity must not block the platform.
                 after=[self.cpu_nodes, self.addons["eks-pod-identity-agent"], self.admin_access],

@@ -119,9 +119,13 @@ def autoscaler_values(
     cpu_pool: NodePool,
     gpu_idle_minutes: int,
     provisioning: NodeProvisioning,
+    image_tag: str = versions.CLUSTER_AUTOSCALER_IMAGE[1],
 ) -> dict[str, Any]:
-    """Chart values: auto-discovery by tags, ProvisioningRequests on, on the CPU pool, restricted."""
-    repository, tag = versions.CLUSTER_AUTOSCALER_IMAGE
+    """Chart values: auto-discovery by tags, ProvisioningRequests on, on the CPU pool, restricted.
+
+    ``image_tag``: the autoscaler of the cluster's Kubernetes minor (``EksRelease``), which must match it.
+    """
+    repository, tag = versions.CLUSTER_AUTOSCALER_IMAGE[0], image_tag
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
@@ -174,6 +178,7 @@ class ClusterAutoscalerArgs:
     provider: k8s.Provider
     gpu_idle_minutes: int = 5
     provisioning: NodeProvisioning = field(default_factory=NodeProvisioning)
+    image_tag: str = versions.CLUSTER_AUTOSCALER_IMAGE[1]  # of the cluster's Kubernetes minor
     # Must exist first: the node groups (the autoscaler runs on a CPU node) and the Pod Identity agent.
     after: Sequence[pulumi.Resource] = ()
     values_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -235,6 +240,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 cpu_pool=args.cpu_pool,
                 gpu_idle_minutes=args.gpu_idle_minutes,
                 provisioning=args.provisioning,
+                image_tag=args.image_tag,
             ),
             values_overrides=args.values_overrides,
             opts=pulumi.ResourceOptions(

@@ -83,6 +83,10 @@ class EksNodeGroupArgs:
     desired_size: int
     max_size: int
     ami_type: str = CPU_AMI_TYPE
+    # The nodes' Kubernetes minor and AMI release (``EksRelease.node_ami_release``); None lets EKS
+    # pick at creation (the cluster's minor, the newest AMI) and never changes them afterwards.
+    kubernetes_version: str | None = None
+    ami_release_version: str | None = None
     disk_size_gib: int = 50  # room for ML images; the 20 GiB EKS default fills up fast
     # Auto Scaling group tags for cluster-autoscaler (auto-discovery, per-group options), besides
     # the node-template tags a group that may scale from zero gets anyway.
@@ -99,7 +103,8 @@ class EksNodeGroup(pulumi.ComponentResource):
     can land); nodes live only in the given subnets; when ``min_size`` is 0 the group's
     Auto Scaling group carries cluster-autoscaler node-template tags for the pool's labels, taints
     and GPUs, so cluster-autoscaler can scale it up from zero; after creation the desired size is
-    cluster-autoscaler's (Pulumi ignores it).
+    cluster-autoscaler's (Pulumi ignores it); a change of ``kubernetes_version`` or
+    ``ami_release_version`` rolls the nodes one at a time, respecting PodDisruptionBudgets.
     """
 
     def __init__(self, name: str, args: EksNodeGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -119,7 +124,13 @@ class EksNodeGroup(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=args.min_size, desired_size=args.desired_size, max_size=args.max_size
             ),
+            version=args.kubernetes_version,
+            release_version=args.ami_release_version,
+            # A new minor or AMI release replaces the nodes one at a time: EKS drains each node through
+            # the eviction API, so PodDisruptionBudgets hold (serving keeps a replica). Not forced: a
+            # pod whose budget never allows an eviction fails the update instead of being killed.
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            force_update_version=False,
             tags={"Name": name, "mlplatform.io/pool": pool.name},
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(args.after), ignore_changes=list(AUTOSCALER_OWNED)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -16,7 +16,7 @@ from ..objects import MANAGED_BY, apply, child_options, namespace_manifest
 from ..tenancy import ingress_policy
 from . import versions
 from .dashboards import dashboard_config_map, load_dashboards
-from .rules import platform_rules
+from .rules import GPU_IDLE_MINUTES, GPU_IDLE_PERCENT, platform_rules
 from .scrape import service_monitor
 from .values import (
     ADAPTER_RELEASE,
@@ -57,6 +57,9 @@ class MonitoringArgs:
     retention: str = "2d"  # Prometheus keeps this much history (emptyDir: lost when the pod moves)
     retention_size: str = "2GB"  # ...or this much disk, whichever is hit first
     pending_alert_after: str = "30m"  # KueueWorkloadsPendingTooLong fires after workloads wait this long
+    # GpuAllocatedButIdle / TeamGpusIdle: GPUs under this utilisation (percent) for this long (minutes)
+    gpu_idle_percent: int = GPU_IDLE_PERCENT
+    gpu_idle_minutes: int = GPU_IDLE_MINUTES
     # prometheus-adapter rules the apps scale on (e.g. a requests/s per pod); none by default
     adapter_rules: tuple[Mapping[str, Any], ...] = ()
     stack_overrides: Mapping[str, Any] = field(default_factory=dict)  # merged last into the stack's values
@@ -69,9 +72,15 @@ class MonitoringArgs:
         """Defaults for this stack: a short history on a laptop, a week on EKS."""
         del cluster  # same shape on every cluster; the parameter keeps the call site uniform
         teams, rules = tuple(t.name for t in config.teams), tuple(adapter_rules)
+        args = cls(
+            ml_namespaces=teams,
+            adapter_rules=rules,
+            gpu_idle_percent=config.gpu_idle_alert_percent,
+            gpu_idle_minutes=config.gpu_idle_alert_minutes,
+        )
         if config.provider is ClusterProvider.EKS:
-            return cls(ml_namespaces=teams, retention="7d", retention_size="8GB", adapter_rules=rules)
-        return cls(ml_namespaces=teams, adapter_rules=rules)
+            return replace(args, retention="7d", retention_size="8GB")
+        return args
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -126,7 +135,13 @@ class Monitoring(pulumi.ComponentResource):
         )
         apply(
             f"{name}-platform-rules",
-            platform_rules(ns, ml_namespaces=args.ml_namespaces, pending_for=args.pending_alert_after),
+            platform_rules(
+                ns,
+                ml_namespaces=args.ml_namespaces,
+                pending_for=args.pending_alert_after,
+                gpu_idle_percent=args.gpu_idle_percent,
+                gpu_idle_minutes=args.gpu_idle_minutes,
+            ),
             self._after_stack,
         )
         self.service_monitor_labels: dict[str, str] = dict(SERVICE_MONITOR_LABELS)

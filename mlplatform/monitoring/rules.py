@@ -1,7 +1,8 @@
 """Alerts as PrometheusRule objects (pure builders); each says where to look first.
 
-Only conditions that need a person: a GPU held but unused, work stuck in the queue, a team
-waiting while others hold its guarantee, a failed training Job. Every expression reads metrics
+Only conditions that need a person: a GPU held but unused, a team's admitted GPUs idle, work
+stuck in the queue, a team waiting while others hold its guarantee, a failed training Job. The
+platform rule also records each team's allocated, busy and idle GPUs (``gpu_usage``). Every expression reads metrics
 some component really exposes (tests check the names against DCGM's default counters, Kueue's
 and kube-state-metrics' documentation). Apps bring their own alerts (``prometheus_rule`` +
 ``alert``) to ``Monitoring.scrape``.
@@ -13,13 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..objects import MANAGED_BY
-from . import team_queries
+from . import gpu_usage, team_queries
 from .scrape import MONITORING_API_VERSION
 from .values import SERVICE_MONITOR_LABELS
 
-__all__ = ["GPU_IDLE_PERCENT", "alert", "platform_rules", "prometheus_rule"]
+__all__ = ["GPU_IDLE_MINUTES", "GPU_IDLE_PERCENT", "alert", "platform_rules", "prometheus_rule", "team_idle_alert"]
 
+# Defaults of ml-platform:gpuIdleAlertPercent and gpuIdleAlertMinutes (mlplatform/config.py).
 GPU_IDLE_PERCENT = 10
+GPU_IDLE_MINUTES = 30
 
 
 def alert(name: str, expr: str, *, for_: str, severity: str, summary: str, runbook: str) -> dict[str, Any]:
@@ -46,24 +49,50 @@ def _regex(values: Sequence[str]) -> str:
     return "|".join(sorted(values))
 
 
+def team_idle_alert(*, idle_percent: int = GPU_IDLE_PERCENT, idle_minutes: int = GPU_IDLE_MINUTES) -> dict[str, Any]:
+    """A team holds admitted GPUs and, all together, uses them under ``idle_percent`` for ``idle_minutes``."""
+    return alert(
+        "TeamGpusIdle",
+        f"{gpu_usage.UTILIZATION} < {idle_percent}",
+        for_=f"{idle_minutes}m",
+        severity="warning",
+        summary=f"Team {{{{ $labels.team }}}} holds admitted GPUs that are only {{{{ $value | humanize }}}}% busy "
+        f"(under {idle_percent}%) for {idle_minutes}m.",
+        runbook="Grafana 'GPU' dashboard, panels 'Team: GPUs allocated, busy and idle' and 'Allocated but idle' "
+        "(which pods); then `kubectl -n {{ $labels.team }} get workloads` and the pods' logs (stalled data "
+        "loader, finished script still sleeping, forgotten notebook). Idle admitted GPUs keep other teams' work "
+        "waiting: ask the owner to finish or suspend the workload; `python -m mlplatform.report gpu-usage` "
+        "prices the waste.",
+    )
+
+
 def platform_rules(
-    namespace: str, *, ml_namespaces: Sequence[str], pending_for: str = "30m", reclaim_within: str = "15m"
+    namespace: str,
+    *,
+    ml_namespaces: Sequence[str],
+    pending_for: str = "30m",
+    reclaim_within: str = "15m",
+    gpu_idle_percent: int = GPU_IDLE_PERCENT,
+    gpu_idle_minutes: int = GPU_IDLE_MINUTES,
 ) -> dict[str, Any]:
-    """GPU, queue and training alerts for the whole platform.
+    """GPU, queue and training alerts for the whole platform, and the per-team GPU usage records.
 
     ``reclaim_within``: how long a team may wait while others use its guarantee before someone is
-    told (reclaim by preemption normally takes seconds)."""
+    told (reclaim by preemption normally takes seconds). ``gpu_idle_percent`` / ``gpu_idle_minutes``:
+    a GPU held by a pod, or a team's admitted GPUs together, below that utilisation for that long
+    raise GpuAllocatedButIdle / TeamGpusIdle."""
     teams = _regex(ml_namespaces)
     gpu = alert(
         "GpuAllocatedButIdle",
         # DCGM labels a GPU with the pod holding it; the chart's ServiceMonitor keeps target labels
         # (honorLabels false), so the workload's pod arrives as exported_pod.
         f'avg by (Hostname, gpu, exported_namespace, exported_pod) (DCGM_FI_DEV_GPU_UTIL{{exported_pod!=""}})'
-        f" < {GPU_IDLE_PERCENT}",
-        for_="30m",
+        f" < {gpu_idle_percent}",
+        for_=f"{gpu_idle_minutes}m",
         severity="warning",
         summary=f"GPU {{{{ $labels.gpu }}}} on {{{{ $labels.Hostname }}}} is held by "
-        f"{{{{ $labels.exported_namespace }}}}/{{{{ $labels.exported_pod }}}} but busy < {GPU_IDLE_PERCENT}% for 30m.",
+        f"{{{{ $labels.exported_namespace }}}}/{{{{ $labels.exported_pod }}}} but busy < {gpu_idle_percent}% "
+        f"for {gpu_idle_minutes}m.",
         runbook="Grafana 'GPU' dashboard, panel 'Allocated but idle': then `kubectl -n <namespace> logs <pod>` "
         "(stalled data loader, finished script still sleeping, forgotten notebook). Ask the owner to free it.",
     )
@@ -106,7 +135,11 @@ def platform_rules(
         "The serving model is unchanged: a failed run never moves the registry alias.",
     )
     groups = [
-        {"name": "mlplatform.gpu", "rules": [gpu]},
+        gpu_usage.recording_group(),
+        {
+            "name": "mlplatform.gpu",
+            "rules": [gpu, team_idle_alert(idle_percent=gpu_idle_percent, idle_minutes=gpu_idle_minutes)],
+        },
         {"name": "mlplatform.kueue", "rules": [pending, waiting_while_lent]},
         {"name": "mlplatform.training", "rules": [failed]},
     ]

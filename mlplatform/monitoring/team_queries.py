@@ -6,11 +6,12 @@ who lent what. "Lent" is therefore derived: a team's unused guarantee (up to its
 that is covering other teams' borrowing beyond the quota nobody is guaranteed. When several teams
 leave guarantees unused at once each shows up to the whole amount, so read it as "at most".
 One source for the dashboard (dashboards/kueue.json, checked against these in tests) and the alert.
+GPU-hours come from the recorded per-team series (``gpu_usage``), like the GPU dashboard's and the report's.
 """
 
 from __future__ import annotations
 
-__all__ = ["GPU", "borrowed", "gpu_hours_per_day", "in_use", "lent", "selector"]
+__all__ = ["GPU", "borrowed", "in_use", "lent", "selector"]
 
 GPU = 'resource="nvidia.com/gpu"'
 _BY_TEAM = "cohort, cluster_queue, resource"
@@ -65,8 +66,3 @@ def lent(resource: str = GPU, team: str = "") -> str:
     """Per team and resource: its unused guarantee that others are using (at most)."""
     mine, beyond = _lendable_unused(resource, team), _borrowed_beyond_shared(resource)
     return f"({mine} - clamp_min({mine} - on (cohort, resource) group_left () {beyond}, 0))"
-
-
-def gpu_hours_per_day(team: str = "") -> str:
-    """GPU-hours each team's admitted workloads held over the last 24 hours."""
-    return f"sum by (cluster_queue) (avg_over_time(kueue_cluster_queue_resource_usage{selector(GPU, team)}[1d])) * 24"

@@ -1,6 +1,7 @@
 """The GitHub workflows, validated offline: they parse, pin every action to a commit SHA with its
 version in a comment, run only files that exist here, name objects the dev stack creates, run the
-whole lifecycle on kind in order, and post one comment with the desired-state diff."""
+whole lifecycle on kind in order (with an upgrade from the previous release's versions while the
+recommender is polled), and post one comment with the desired-state diff."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -264,7 +266,7 @@ def test_e2e_runs_the_whole_lifecycle_in_order() -> None:
 
 def test_the_lifecycle_quota_change_changes_only_the_resource_it_expects() -> None:
     lines = lifecycle_lines()
-    [config_set] = [t for t in lines if t[:3] == ["pulumi", "config", "set"]]
+    [config_set] = [t for t in lines if t[:3] == ["pulumi", "config", "set"] and "ml-platform:teamGpuQuota" in t]
     key, value = config_set[3], config_set[4]
     [check] = [t for t in lines if "mlplatform.preview_check" in t]
     expectations = [check[i + 1] for i, token in enumerate(check) if token == "--expect"]
@@ -277,3 +279,64 @@ def test_the_lifecycle_quota_change_changes_only_the_resource_it_expects() -> No
     type_, name, inputs = changed[0]
     assert Step("update", type_, name).matches(expectations[0])
     assert inputs["spec"]["hard"]["requests.nvidia.com/gpu"] == value  # what the workflow then reads back live
+
+
+def _config_set(key: str, value: str) -> Any:
+    return lambda t: t[:3] == ["pulumi", "config", "set"] and t[3:5] == [key, value]
+
+
+# The upgrade leg, in order: the stack first comes up at the previous release's versions, then one
+# `up` moves it to the current ones while the recommender is polled, then nothing is left to change.
+UPGRADE: list[tuple[str, Any]] = [
+    ("the previous release's versions", _config_set("componentVersions", "previous")),
+    ("up at them", lambda t: t[:2] == ["pulumi", "up"] and "--refresh" not in t),
+    ("serving ready", lambda t: t[:1] == ["kubectl"] and "rollout" in t and "status" in t),
+    ("a loopback port-forward to the recommender", lambda t: "port-forward" in t and "--address" in t),
+    ("the poller, in the background", lambda t: "scripts/poll_service.py" in t and t[-1] == "&"),
+    ("its pid", lambda t: t == ["poller=$!"]),
+    ("the current versions", _config_set("componentVersions", "current")),
+    ("up at them", lambda t: t[:2] == ["pulumi", "up"] and "--refresh" not in t),
+    ("the poller told to stop", lambda t: t[:1] == ["touch"]),
+    ("the poller's verdict", lambda t: t == ["wait", "$poller"]),
+    ("a preview that plans nothing", lambda t: t[:2] == ["pulumi", "preview"] and "--expect-no-changes" in t),
+]
+
+
+def test_e2e_upgrades_from_the_previous_release_with_the_recommender_polled_throughout() -> None:
+    lines = lifecycle_lines()
+    position, found = -1, {}
+    for what, matches in UPGRADE:
+        later = [i for i, tokens in enumerate(lines) if i > position and matches(tokens)]
+        assert later, f"the e2e job does not run '{what}' after the step before it"
+        position = found[what] = later[0]
+    # Nothing else moves the versions back and forth.
+    moves = [t for t in lines if t[:4] == ["pulumi", "config", "set", "componentVersions"]]
+    assert [t[4] for t in moves] == ["previous", "current"]
+    assert "--policy-pack" in lines[found["up at them"]], "the upgrade is checked by the policy pack too"
+
+
+def test_the_upgrade_poller_is_bounded_and_polls_the_recommender_over_the_loopback() -> None:
+    lines = lifecycle_lines()
+    [forward] = [t for t in lines if "port-forward" in t and "--address" in t]
+    [poller] = [t for t in lines if "scripts/poll_service.py" in t]
+    [curl] = [t for t in lines if t[:1] == ["curl"] or "curl" in t[:3]]
+    assert forward[forward.index("--address") + 1] == "127.0.0.1"
+    assert forward[forward.index("-n") + 1] == "bookstore-ml" and "svc/bookstore-recommender" in forward
+    local_port = next(t for t in forward if re.fullmatch(r"\d+:\d+;?", t)).split(":")[0]
+    [url] = [urlparse(t) for t in poller if t.startswith("http")]
+    assert (url.hostname, str(url.port)) == ("127.0.0.1", local_port), "poll through the forward, loopback only"
+    # The same request step 3 proved answers, on the serving Service's port.
+    [asked] = [urlparse("http://" + t) for t in curl if t.startswith("localhost:")]
+    assert (url.path, url.query) == (asked.path, asked.query)
+    assert forward[-1] == "&" and poller[-1] == "&", "both run beside the upgrade, not before it"
+    # Restarted when it dies: under the step's `bash -e` a failing command would end the loop.
+    assert forward[0] == "(while" and "||" in forward and "done)" in forward
+
+    def option(name: str) -> str:
+        return poller[poller.index(name) + 1]
+
+    assert int(option("--max-requests")) > 0 and 0 < float(option("--max-seconds")) <= 60 * 60
+    # The poll must outlast the upgrade yet end within the job's own time limit.
+    assert float(option("--max-seconds")) < 60 * int(pr_workflow()["jobs"]["e2e"]["timeout-minutes"])
+    [touch] = [t for t in lines if t[:1] == ["touch"]]
+    assert touch[1:] == [option("--stop-file")]
