@@ -22,6 +22,7 @@ from typing import Any
 
 from .quantity import QuantityError, parse_quantity
 from .sharing import COHORT, Pools, TeamConfig, TeamEntry, parse_team_entry, quantity_text, resolve_shares
+from .versions import COMPONENT_VERSIONS, CURRENT, ComponentVersions
 
 __all__ = [
     "KEYS",
@@ -122,6 +123,12 @@ KEYS: dict[str, Key] = {
         "string", "16Gi", "Memory Kueue admits across all teams: their guarantees plus a shared remainder."
     ),
     "monitoring": Key("boolean", False, "Install kube-prometheus-stack and wire scraping."),
+    "componentVersions": Key(
+        "string",
+        "current",
+        "Pinned chart and image versions to deploy: current, or previous (the release before, to rehearse an "
+        "upgrade: up at previous, then at current; docs/upgrades.md).",
+    ),
     "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
     "recommenderImage": Key(
         "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
@@ -213,6 +220,7 @@ class RecommenderConfig:
     def training_pods(self) -> int:
         """Pods Kueue reserves quota for at admission: all of a JobSet's steps at once."""
         return self.training_workers + 2 if self.training_workers > 1 else 1
+
     retrain_schedule: str = "0 3 * * *"
     team: str = "bookstore-ml"  # the first configured team hosts the recommender
 
@@ -233,6 +241,7 @@ class PlatformConfig:
     queue_memory: str = "16Gi"
     monitoring: bool = False
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    versions: ComponentVersions = CURRENT  # every chart and image pin (ml-platform:componentVersions)
 
     @property
     def gpu_nodes(self) -> int:
@@ -451,6 +460,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         queue_memory=queue_memory,
         monitoring=r.get("monitoring"),
         recommender=rec,
+        versions=_component_versions(r),
     )
     if rec.enabled and rec.training_gpus > 0 and config.schedulable_gpus < rec.training_gpus:
         r._fail(
@@ -461,6 +471,12 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _component_versions(r: _Reader) -> ComponentVersions:
+    name = r.get("componentVersions")
+    r.check(name in COMPONENT_VERSIONS, "componentVersions", name, f"one of: {', '.join(COMPONENT_VERSIONS)}")
+    return COMPONENT_VERSIONS.get(name, CURRENT)
 
 
 def _parse_eks(r: _Reader) -> EksConfig:

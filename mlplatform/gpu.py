@@ -36,8 +36,10 @@ def time_slicing_config(replicas: int) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def device_plugin_values(pool: NodePool, *, time_slicing_replicas: int = 1) -> dict[str, Any]:
-    repository, tag = versions.NVIDIA_DEVICE_PLUGIN_IMAGE
+def device_plugin_values(
+    pool: NodePool, *, time_slicing_replicas: int = 1, pins: versions.ComponentVersions = versions.CURRENT
+) -> dict[str, Any]:
+    repository, tag = pins.nvidia_device_plugin_image
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},
         "nodeSelector": real_gpu_selector(pool),
@@ -50,9 +52,13 @@ def device_plugin_values(pool: NodePool, *, time_slicing_replicas: int = 1) -> d
 
 
 def dcgm_exporter_values(
-    pool: NodePool, *, service_monitor: bool, service_monitor_labels: Mapping[str, str] | None = None
+    pool: NodePool,
+    *,
+    service_monitor: bool,
+    service_monitor_labels: Mapping[str, str] | None = None,
+    pins: versions.ComponentVersions = versions.CURRENT,
 ) -> dict[str, Any]:
-    repository, tag = versions.DCGM_EXPORTER_IMAGE
+    repository, tag = pins.dcgm_exporter_image
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},
         "nodeSelector": real_gpu_selector(pool),
@@ -72,6 +78,7 @@ class GpuStackArgs:
     time_slicing_replicas: int = 1  # pods per physical GPU; 1 = no sharing
     service_monitor: bool = False  # only with the Prometheus operator's CRDs installed
     service_monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    pins: versions.ComponentVersions = versions.CURRENT  # the chart and image versions
     device_plugin_overrides: Mapping[str, Any] = field(default_factory=dict)
     dcgm_overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -95,18 +102,23 @@ class GpuStack(pulumi.ComponentResource):
         in_ns = child_options(opts, self, depends_on=[self.namespace])
         self.device_plugin = release(
             "nvidia-device-plugin",
-            versions.NVIDIA_DEVICE_PLUGIN,
+            args.pins.nvidia_device_plugin,
             namespace=GPU_NAMESPACE,
-            values=device_plugin_values(args.gpu_pool, time_slicing_replicas=args.time_slicing_replicas),
+            values=device_plugin_values(
+                args.gpu_pool, time_slicing_replicas=args.time_slicing_replicas, pins=args.pins
+            ),
             values_overrides=args.device_plugin_overrides,
             opts=in_ns,
         )
         self.dcgm_exporter = release(
             "dcgm-exporter",
-            versions.DCGM_EXPORTER,
+            args.pins.dcgm_exporter,
             namespace=GPU_NAMESPACE,
             values=dcgm_exporter_values(
-                args.gpu_pool, service_monitor=args.service_monitor, service_monitor_labels=args.service_monitor_labels
+                args.gpu_pool,
+                service_monitor=args.service_monitor,
+                service_monitor_labels=args.service_monitor_labels,
+                pins=args.pins,
             ),
             values_overrides=args.dcgm_overrides,
             opts=in_ns,

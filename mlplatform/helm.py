@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .versions import Chart
+from .versions import Chart, CrdUpkeep
 
 __all__ = ["deep_merge", "release"]
 
@@ -35,7 +35,12 @@ def release(
     opts: pulumi.ResourceOptions | None = None,
 ) -> k8s.helm.v3.Release:
     """A Helm release of ``chart`` at its pinned version that waits for its resources to be ready
-    (never ``skip_await``: a failed install must fail the update, not report success)."""
+    (never ``skip_await``: a failed install must fail the update, not report success).
+
+    Where the program applies the chart's CRDs itself (``chart.crds``), the release installs none:
+    Helm's ``skip_crds`` and the chart's own switch (``chart.crds.release_values``).
+    """
+    program_crds = chart.crds.upkeep is CrdUpkeep.PROGRAM
     return k8s.helm.v3.Release(
         name,
         name=name,
@@ -44,7 +49,8 @@ def release(
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo) if chart.repo else None,
         namespace=namespace,
         create_namespace=False,
-        values=deep_merge(values, values_overrides or {}),
+        values=deep_merge(deep_merge(values, chart.crds.release_values), values_overrides or {}),
+        skip_crds=True if program_crds else None,
         atomic=True,
         cleanup_on_fail=True,
         timeout=600,

@@ -35,6 +35,9 @@ class Cluster(Protocol):
     # must be put there again.
     identity: pulumi.Output[str]
     provider: k8s.Provider
+    # The same cluster, adopting objects that already exist: only for the CRDs the program applies
+    # (mlplatform.crds), some of which Helm installed on stacks deployed before.
+    crd_provider: k8s.Provider
     cpu_pool: NodePool
     gpu_pool: NodePool
     # Resources that must exist before workloads are scheduled (e.g. simulated GPU capacity).

@@ -119,9 +119,10 @@ def autoscaler_values(
     cpu_pool: NodePool,
     gpu_idle_minutes: int,
     provisioning: NodeProvisioning,
+    pins: versions.ComponentVersions = versions.CURRENT,
 ) -> dict[str, Any]:
     """Chart values: auto-discovery by tags, ProvisioningRequests on, on the CPU pool, restricted."""
-    repository, tag = versions.CLUSTER_AUTOSCALER_IMAGE
+    repository, tag = pins.cluster_autoscaler_image
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
@@ -174,6 +175,7 @@ class ClusterAutoscalerArgs:
     provider: k8s.Provider
     gpu_idle_minutes: int = 5
     provisioning: NodeProvisioning = field(default_factory=NodeProvisioning)
+    pins: versions.ComponentVersions = versions.CURRENT  # the chart and image versions
     # Must exist first: the node groups (the autoscaler runs on a CPU node) and the Pod Identity agent.
     after: Sequence[pulumi.Resource] = ()
     values_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -227,7 +229,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         )
         self.release = release(
             "cluster-autoscaler",
-            versions.CLUSTER_AUTOSCALER,
+            args.pins.cluster_autoscaler,
             namespace=AUTOSCALER_NAMESPACE,
             values=autoscaler_values(
                 args.cluster_name,
@@ -235,6 +237,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 cpu_pool=args.cpu_pool,
                 gpu_idle_minutes=args.gpu_idle_minutes,
                 provisioning=args.provisioning,
+                pins=args.pins,
             ),
             values_overrides=args.values_overrides,
             opts=pulumi.ResourceOptions(
