@@ -375,7 +375,7 @@ def fixture_crds(chart: str, version: str, fixtures: Path = FIXTURES) -> dict[st
         if directory.is_dir():
             found = {}
             for path in sorted(directory.glob("*.yaml")):
-                for doc in yaml.safe_load_all(path.read_text()):
+                for doc in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
                     if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                         found[str(doc["metadata"]["name"])] = doc
             return found or None
