@@ -276,7 +276,12 @@ def crd_change(
         changed = diff_values(_schema(before), _schema(after))
         # Paths under a field added or removed are that field's, not "other" changes.
         moved = {p.split(" ", 1)[1] for p in (*added, *removed) if p.startswith(f"{version} ")}
-        other += sum(1 for c in changed if not _under_field(c.path, moved))
+        retyped = {p for p in old_fields.keys() & new_fields.keys() if old_fields[p] != new_fields[p]}
+        other += sum(
+            1
+            for c in changed
+            if not _under_field(c.path, moved) and not (c.path.endswith(".type") and _field_path(c.path) in retyped)
+        )
     stored = [_stored(old_versions), _stored(new_versions)]
     if stored[0] != stored[1]:
         flags.append(f"storage version {stored[0]} -> {stored[1]}: stored objects stay at {stored[0]} until rewritten")
