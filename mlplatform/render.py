@@ -96,15 +96,16 @@ def object_file_name(manifest: dict[str, Any]) -> str:
     return f"{kind}.{scope}.{_slug(str(meta.get('name') or 'unnamed'))}.yaml"
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.CSafeDumper):
     """Multi-line strings (embedded config files) as readable YAML blocks; no anchors or aliases
-    (their generated names would depend on traversal order, and they hide content from a diff)."""
+    (their generated names would depend on traversal order, and they hide content from a diff).
+    libyaml's emitter: a render holds megabytes of CRD schemas (4x faster than the pure-Python one)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
 
-def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+def _str(dumper: yaml.CSafeDumper, text: str) -> yaml.ScalarNode:
     style = "|" if "\n" in text else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 
