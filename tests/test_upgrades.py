@@ -7,14 +7,17 @@ then ``current`` is the upgrade the e2e leg performs on a real cluster.
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import hashlib
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mlplatform import crds as crds_module
 from mlplatform import versions
 from mlplatform.capture import Capture, CapturedResource, capture_stack
 from mlplatform.config import ConfigError, parse_config
@@ -230,6 +233,37 @@ def test_no_upgrade_from_previous_to_current_deletes_a_crd() -> None:
             assert old <= {c["metadata"]["name"] for c in bundle_crds(now.crds.bundle)}, key
     # Templated (Helm would delete a CRD the chart drops): compare the vendored CRDs of both releases.
     assert _fixture_crds("kueue-v0.18.6").keys() <= _fixture_crds("kueue-v0.19.2").keys()
+
+
+@pytest.mark.parametrize("key", sorted(WHERE))
+def test_a_bump_of_each_chart_changes_the_crds_the_program_applies_exactly_when_it_keeps_them(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chart = getattr(CURRENT, key)
+    crds_facts = chart.crds
+    if crds_facts.upkeep is CrdUpkeep.PROGRAM:
+        # The next release's CRDs: the pinned ones with one field added to the first.
+        bundles = tmp_path / "bundles"
+        shutil.copytree(BUNDLES, bundles, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        documents = bundle_crds(str(crds_facts.bundle))
+        schema = documents[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        schema["properties"]["synthetic"] = {"type": "string"}
+        (bundles / "next").mkdir()
+        (bundles / "next" / "crds.yaml").write_text(yaml.safe_dump_all(documents))
+        monkeypatch.setattr(crds_module, "BUNDLES", bundles)
+        crds_facts = dataclasses.replace(crds_facts, bundle="next")
+    bumped = dataclasses.replace(chart, version="99.0.0", crds=crds_facts)
+    before = {c["metadata"]["name"]: c for c in chart_crd_manifests(chart)}
+    after = {c["metadata"]["name"]: c for c in chart_crd_manifests(bumped)}
+    assert before.keys() == after.keys()  # the same CRDs, hence the same resources: updated in place
+    changed = sorted(name for name in before if before[name] != after[name])
+    if chart.crds.upkeep is CrdUpkeep.PROGRAM:
+        first = documents[0]["metadata"]["name"]
+        assert before and changed == sorted(before)  # every one says which files it comes from now
+        assert [n for n in before if before[n]["spec"] != after[n]["spec"]] == [first]
+        assert after[first]["metadata"]["annotations"][BUNDLE_ANNOTATION] == "next"
+    else:
+        assert before == {}  # Helm keeps them (templated) or there are none: the program applies nothing
 
 
 def test_crds_of_a_chart_helm_upgrades_are_not_applied_by_the_program() -> None:
