@@ -26,6 +26,7 @@ and every object of it. Exit status: 0 a plan, 1 a plan that deletes a CRD, 2 ba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import subprocess
 import sys
@@ -400,7 +401,7 @@ def _templated_crd_changes(release: ReleaseChange, fixtures: Path) -> list[CrdCh
     for name in sorted(before.keys() | after.keys()):
         change = crd_change(name, before.get(name), after.get(name), sources=(release.old, release.new))
         if change is not None:
-            changes.append(CrdChange(**{**change.__dict__, "templated": True}))
+            changes.append(dataclasses.replace(change, templated=True))
     return changes
 
 
@@ -455,23 +456,25 @@ def _order(head_root: Path | None, items: Iterable[str]) -> list[list[str]]:
     return [steps[d] for d in sorted(steps)]
 
 
+def _release_change(old: RenderedObject | None, new: RenderedObject | None) -> ReleaseChange | None:
+    either = new if new is not None else old
+    if either is None:
+        return None
+    chart = str(either.body.get("chart"))
+    old_version = str(old.body.get("version")) if old else None
+    new_version = str(new.body.get("version")) if new else None
+    images = _image_changes(old.body.get("values") if old else {}, new.body.get("values") if new else {})
+    if old_version == new_version and not images:
+        return None
+    crds = _chart_facts().get((chart, new_version or "")) or _by_chart_name().get(chart)
+    return ReleaseChange(either.label, chart, old_version, new_version, images, crds)
+
+
 def _stack_plan(stack: str, base: Objects, head: Objects, head_root: Path | None, fixtures: Path) -> StackPlan:
     plan = StackPlan(stack)
-    facts, by_name = _chart_facts(), _by_chart_name()
     for key in sorted(base.keys() | head.keys()):
-        if key[0] != "helm":
-            continue
-        old, new = base.get(key), head.get(key)
-        body = (new or old).body  # type: ignore[union-attr]
-        chart = str(body.get("chart"))
-        old_version = str(old.body.get("version")) if old else None
-        new_version = str(new.body.get("version")) if new else None
-        images = _image_changes(old.body.get("values") if old else {}, new.body.get("values") if new else {})
-        if old_version == new_version and not images:
-            continue
-        crds = facts.get((chart, new_version or "")) or by_name.get(chart)
-        label = (new or old).label  # type: ignore[union-attr]
-        plan.releases.append(ReleaseChange(label, chart, old_version, new_version, images, crds))
+        if key[0] == "helm" and (release := _release_change(base.get(key), head.get(key))) is not None:
+            plan.releases.append(release)
     old_crds, new_crds = _crds(base), _crds(head)
     for name in sorted(old_crds.keys() | new_crds.keys()):
         before, after = old_crds.get(name), new_crds.get(name)

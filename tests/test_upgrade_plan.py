@@ -277,8 +277,9 @@ def test_bad_input_is_refused_with_the_directory_named(tmp_path: Path, capsys: p
 
 
 def test_from_a_git_ref_renders_that_ref_with_its_own_code(capsys: pytest.CaptureFixture[str]) -> None:
-    # HEAD against the working tree (the same program in CI): rendered twice, nothing to upgrade.
+    # HEAD against the working tree, which CI checks out clean: rendered twice, nothing to upgrade.
     assert upgrade_plan.main(["--from", "HEAD", "--stack", "dev"]) == 0
-    assert capsys.readouterr().out == "== dev\nno version, CRD or replacement changes\n"
+    out = capsys.readouterr().out
+    assert out == "== dev\nno version, CRD or replacement changes\n", f"uncommitted program changes? {out}"
     assert upgrade_plan.main(["--from", "no-such-ref", "--stack", "dev"]) == 2
     assert "git archive no-such-ref" in capsys.readouterr().err
