@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "upstream"
+COLLAPSE_LINES = 30  # a longer plan is folded in the pull-request comment
 # The eks stack needs an address for its API endpoint; a documentation range stands in (RFC 5737).
 EKS_ADDRESS = 'eksPublicAccessCidrs=["203.0.113.7/32"]'
 
@@ -597,7 +598,14 @@ def markdown(plan: Plan) -> str:
         "",
     ]
     for stack in plan:
-        out += [f"#### `{stack.stack}`", "", "```", *text([stack]).splitlines()[1:], "```", ""]
+        lines = text([stack]).splitlines()[1:]
+        counts = f"{len(stack.releases)} releases, {len(stack.crds)} CRDs, {len(stack.replacements)} replaced" + (
+            f", **{len(stack.deletes_crds)} CRDs deleted**" if stack.deletes_crds else ""
+        )
+        block = ["```text", *lines, "```"]
+        if len(lines) > COLLAPSE_LINES:  # long plans (a monitoring bump: ten CRDs) fold away
+            block = ["<details><summary>the plan</summary>", "", *block, "", "</details>"]
+        out += [f"#### `{stack.stack}`: {counts}", "", *block, ""]
     return "\n".join(out).rstrip() + "\n"
 
 

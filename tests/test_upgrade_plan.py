@@ -87,7 +87,8 @@ def test_a_synthetic_bump_reports_the_version_the_crd_fields_and_the_order_exact
         "  2. Helm release jobset-system/jobset\n"
     )
     markdown = upgrade_plan.markdown([plan])
-    assert markdown.startswith("### Upgrade plan\n") and "#### `dev`" in markdown
+    assert markdown.startswith("### Upgrade plan\n")
+    assert "#### `dev`: 1 releases, 1 CRDs, 0 replaced\n\n```text\n" in markdown  # short: not folded
     assert "- v1alpha2 spec.ttlSecondsAfterFinished" in markdown
 
 
