@@ -23,6 +23,7 @@ from typing import Any
 from .eks_versions import EKS_RELEASES
 from .quantity import QuantityError, parse_quantity
 from .sharing import COHORT, Pools, TeamConfig, TeamEntry, parse_team_entry, quantity_text, resolve_shares
+from .versions import COMPONENT_VERSIONS, CURRENT, ComponentVersions
 
 __all__ = [
     "KEYS",
@@ -150,6 +151,12 @@ KEYS: dict[str, Key] = {
     "gpuIdleAlertMinutes": Key(
         "integer", 30, "Monitoring: minutes GPUs stay idle before GpuAllocatedButIdle and TeamGpusIdle fire (5-1440)."
     ),
+    "componentVersions": Key(
+        "string",
+        "current",
+        "Pinned chart and image versions to deploy: current, or previous (the release before, to rehearse an "
+        "upgrade: up at previous, then at current; docs/upgrades.md).",
+    ),
     "recommenderEnabled": Key("boolean", True, "Deploy the Bookstore recommender."),
     "recommenderImage": Key(
         "string", "", "Prebuilt recommender image (tag or digest); empty = build recommender/Dockerfile."
@@ -267,6 +274,7 @@ class PlatformConfig:
     gpu_idle_alert_percent: int = 10
     gpu_idle_alert_minutes: int = 30
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    versions: ComponentVersions = CURRENT  # every chart and image pin (ml-platform:componentVersions)
 
     @property
     def gpu_nodes(self) -> int:
@@ -512,6 +520,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         gpu_idle_alert_percent=r.get("gpuIdleAlertPercent"),
         gpu_idle_alert_minutes=r.get("gpuIdleAlertMinutes"),
         recommender=rec,
+        versions=_component_versions(r),
     )
     _check_gpu_idle_alerts(r, config)
     if rec.enabled and rec.training_gpus > 0 and config.schedulable_gpus < rec.training_gpus:
@@ -530,6 +539,12 @@ def _check_gpu_idle_alerts(r: _Reader, config: PlatformConfig) -> None:
     percent, minutes = config.gpu_idle_alert_percent, config.gpu_idle_alert_minutes
     r.check(1 <= percent <= 99, "gpuIdleAlertPercent", percent, "a utilisation from 1 to 99 (percent)")
     r.check(5 <= minutes <= 1440, "gpuIdleAlertMinutes", minutes, "5 to 1440 minutes (a day)")
+
+
+def _component_versions(r: _Reader) -> ComponentVersions:
+    name = r.get("componentVersions")
+    r.check(name in COMPONENT_VERSIONS, "componentVersions", name, f"one of: {', '.join(COMPONENT_VERSIONS)}")
+    return COMPONENT_VERSIONS.get(name, CURRENT)
 
 
 def _parse_eks(r: _Reader) -> EksConfig:

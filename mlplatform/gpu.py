@@ -59,8 +59,10 @@ def time_slicing_config(replicas: int) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def device_plugin_values(pool: NodePool, *, time_slicing_replicas: int = 1) -> dict[str, Any]:
-    repository, tag = versions.NVIDIA_DEVICE_PLUGIN_IMAGE
+def device_plugin_values(
+    pool: NodePool, *, time_slicing_replicas: int = 1, pins: versions.ComponentVersions = versions.CURRENT
+) -> dict[str, Any]:
+    repository, tag = pins.nvidia_device_plugin_image
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},
         "nodeSelector": real_gpu_selector(pool),
@@ -73,9 +75,13 @@ def device_plugin_values(pool: NodePool, *, time_slicing_replicas: int = 1) -> d
 
 
 def dcgm_exporter_values(
-    pool: NodePool, *, service_monitor: bool, service_monitor_labels: Mapping[str, str] | None = None
+    pool: NodePool,
+    *,
+    service_monitor: bool,
+    service_monitor_labels: Mapping[str, str] | None = None,
+    pins: versions.ComponentVersions = versions.CURRENT,
 ) -> dict[str, Any]:
-    repository, tag = versions.DCGM_EXPORTER_IMAGE
+    repository, tag = pins.dcgm_exporter_image
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},
         "nodeSelector": real_gpu_selector(pool),
@@ -89,28 +95,28 @@ def dcgm_exporter_values(
     return values
 
 
-def _pinned(component: str) -> dict[str, str]:
-    repository, tag = versions.FAKE_GPU_OPERATOR_IMAGES[component]
+def _pinned(component: str, pins: versions.ComponentVersions) -> dict[str, str]:
+    repository, tag = pins.fake_gpu_operator_image(component)
     return {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}
 
 
-def simulated_gpu_values(gpus: SimulatedGpus) -> dict[str, Any]:
+def simulated_gpu_values(gpus: SimulatedGpus, pins: versions.ComponentVersions = versions.CURRENT) -> dict[str, Any]:
     """fake-gpu-operator's values: its device plugin advertises ``gpus.per_node`` GPUs on every node
     labelled ``run.ai/simulated-gpu-node-pool=<gpus.pool>``, its status exporter serves them as DCGM
     series, and nothing else of the chart runs that dev does not use (no KWOK, MIG or DRA parts, no GPU
     profiles; no RuntimeClass: nothing here selects one)."""
     repository, tag = versions.FAKE_GPU_OPERATOR_INIT_IMAGE
     return {
-        "devicePlugin": {"image": _pinned("device-plugin")},
+        "devicePlugin": {"image": _pinned("device-plugin", pins)},
         "statusUpdater": {
-            "image": _pinned("status-updater"),
+            "image": _pinned("status-updater", pins),
             # Only Run:ai's reservation pods are patched (handlers/pod/gpu_reservation_pod_handler.go):
             # no cluster-wide right to patch pods.
             "podPatchRbac": {"enabled": False},
         },
-        "topologyServer": {"image": _pinned("topology-server")},
+        "topologyServer": {"image": _pinned("topology-server", pins)},
         "statusExporter": {
-            "image": _pinned("status-exporter"),
+            "image": _pinned("status-exporter", pins),
             # The chart always runs a second exporter for KWOK nodes (there are none): reserve little for it.
             "kwok": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
         },
@@ -149,6 +155,7 @@ class GpuStackArgs:
     time_slicing_replicas: int = 1  # pods per physical GPU; 1 = no sharing
     service_monitor: bool = False  # only with the Prometheus operator's CRDs installed
     service_monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    pins: versions.ComponentVersions = versions.CURRENT  # the chart and image versions
     device_plugin_overrides: Mapping[str, Any] = field(default_factory=dict)
     dcgm_overrides: Mapping[str, Any] = field(default_factory=dict)
     simulator_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -187,18 +194,23 @@ class GpuStack(pulumi.ComponentResource):
     def _real(args: GpuStackArgs, opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         device_plugin = release(
             "nvidia-device-plugin",
-            versions.NVIDIA_DEVICE_PLUGIN,
+            args.pins.nvidia_device_plugin,
             namespace=GPU_NAMESPACE,
-            values=device_plugin_values(args.gpu_pool, time_slicing_replicas=args.time_slicing_replicas),
+            values=device_plugin_values(
+                args.gpu_pool, time_slicing_replicas=args.time_slicing_replicas, pins=args.pins
+            ),
             values_overrides=args.device_plugin_overrides,
             opts=opts,
         )
         dcgm_exporter = release(
             "dcgm-exporter",
-            versions.DCGM_EXPORTER,
+            args.pins.dcgm_exporter,
             namespace=GPU_NAMESPACE,
             values=dcgm_exporter_values(
-                args.gpu_pool, service_monitor=args.service_monitor, service_monitor_labels=args.service_monitor_labels
+                args.gpu_pool,
+                service_monitor=args.service_monitor,
+                service_monitor_labels=args.service_monitor_labels,
+                pins=args.pins,
             ),
             values_overrides=args.dcgm_overrides,
             opts=opts,
@@ -211,13 +223,10 @@ class GpuStack(pulumi.ComponentResource):
     ) -> list[pulumi.Resource]:
         simulator = release(
             "fake-gpu-operator",
-            versions.FAKE_GPU_OPERATOR,
+            args.pins.fake_gpu_operator,
             namespace=SIMULATED_GPU_NAMESPACE,
-            values=simulated_gpu_values(gpus),
+            values=simulated_gpu_values(gpus, args.pins),
             values_overrides=args.simulator_overrides,
-            # Its crds/ hold the GPU Operator's ClusterPolicy and DRA ComputeDomain: only its mock and
-            # DRA modes use them, and Helm would leave them behind on uninstall.
-            skip_crds=True,
             opts=opts,
         )
         if args.service_monitor:

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .versions import Chart
+from .versions import Chart, CrdUpkeep
 
 __all__ = ["deep_merge", "release"]
 
@@ -32,15 +32,16 @@ def release(
     namespace: str,
     values: Mapping[str, Any],
     values_overrides: Mapping[str, Any] | None = None,
-    skip_crds: bool = False,
     opts: pulumi.ResourceOptions | None = None,
 ) -> k8s.helm.v3.Release:
     """A Helm release of ``chart`` at its pinned version that waits for its resources to be ready
     (never ``skip_await``: a failed install must fail the update, not report success).
 
-    ``skip_crds``: leave out the chart's ``crds/`` directory (CRDs the platform does not use: Helm
-    would install them once and never delete them)."""
-    extra: dict[str, Any] = {"skip_crds": True} if skip_crds else {}
+    Where the program applies the chart's CRDs itself, or the platform uses none of them
+    (``chart.crds``), the release installs none: Helm's ``skip_crds`` and the chart's own switch
+    (``chart.crds.release_values``).
+    """
+    skip_crds = chart.crds.upkeep in (CrdUpkeep.PROGRAM, CrdUpkeep.SKIPPED)
     return k8s.helm.v3.Release(
         name,
         name=name,
@@ -49,10 +50,10 @@ def release(
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo) if chart.repo else None,
         namespace=namespace,
         create_namespace=False,
-        values=deep_merge(values, values_overrides or {}),
+        values=deep_merge(deep_merge(values, chart.crds.release_values), values_overrides or {}),
+        skip_crds=True if skip_crds else None,
         atomic=True,
         cleanup_on_fail=True,
         timeout=600,
         opts=opts,
-        **extra,
     )

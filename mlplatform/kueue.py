@@ -105,8 +105,10 @@ def manager_config(*, frameworks: Sequence[str] = FRAMEWORKS, pods_ready: str = 
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def kueue_values(*, prometheus: bool, pods_ready: str = pods_ready_timeout()) -> dict[str, Any]:
-    repository, tag = versions.KUEUE_IMAGE
+def kueue_values(
+    *, prometheus: bool, pods_ready: str = pods_ready_timeout(), pins: versions.ComponentVersions = versions.CURRENT
+) -> dict[str, Any]:
+    repository, tag = pins.kueue_image
     return {
         "enablePrometheus": prometheus,
         "controllerManager": {
@@ -150,6 +152,7 @@ class KueueArgs:
     # Where the cluster adds GPU nodes on demand: GPU workloads wait for them (AdmissionCheck).
     node_provisioning: NodeProvisioning | None = None
     prometheus: bool = False  # ServiceMonitor for Kueue's metrics (needs the Prometheus operator)
+    pins: versions.ComponentVersions = versions.CURRENT  # the chart and image versions
     values_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -173,9 +176,11 @@ class Kueue(pulumi.ComponentResource):
         )
         self.release = release(
             "kueue",
-            versions.KUEUE,
+            args.pins.kueue,
             namespace=KUEUE_NAMESPACE,
-            values=kueue_values(prometheus=args.prometheus, pods_ready=pods_ready_timeout(args.node_provisioning)),
+            values=kueue_values(
+                prometheus=args.prometheus, pods_ready=pods_ready_timeout(args.node_provisioning), pins=args.pins
+            ),
             values_overrides=args.values_overrides,
             opts=child_options(opts, self, depends_on=[namespace]),
         )

@@ -32,13 +32,14 @@ class MetricsServer(pulumi.ComponentResource):
         name: str,
         *,
         insecure_kubelet_tls: bool,
+        pins: versions.ComponentVersions = versions.CURRENT,
         values_overrides: Mapping[str, Any] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlplatform:metrics:MetricsServer", name, None, opts)
         metrics = release(
             "metrics-server",
-            versions.METRICS_SERVER,
+            pins.metrics_server,
             namespace="kube-system",
             values=metrics_server_values(insecure_kubelet_tls=insecure_kubelet_tls),
             values_overrides=values_overrides,

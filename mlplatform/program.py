@@ -73,7 +73,10 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         from .monitoring import Monitoring, MonitoringArgs
 
         monitoring = Monitoring(
-            "monitoring", MonitoringArgs.for_platform(config, cluster, adapter_rules=adapter_rules), opts=cluster_opts
+            "monitoring",
+            MonitoringArgs.for_platform(config, cluster, adapter_rules=adapter_rules),
+            crd_provider=cluster.crd_provider,
+            opts=cluster_opts,
         )
         # ServiceMonitors are rendered without checking for their CRD: install the operator first. Its
         # release, not all of `monitoring`: the apps' scrape objects are its children too, and they wait
@@ -89,6 +92,7 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             time_slicing_replicas=config.gpu_time_slicing_replicas,
             service_monitor=monitoring is not None,
             service_monitor_labels=monitoring.service_monitor_labels if monitoring else {},
+            pins=config.versions,
         ),
         opts=after_monitoring,
     )
@@ -104,7 +108,7 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
         )
         pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     # Kueue manages JobSets only if their API exists when it starts: install JobSet first.
-    jobset = JobSetController("jobset", opts=cluster_opts)
+    jobset = JobSetController("jobset", crd_provider=cluster.crd_provider, pins=config.versions, opts=cluster_opts)
     kueue = Kueue(
         "kueue",
         KueueArgs(
@@ -113,11 +117,15 @@ def deploy(config: PlatformConfig, *, adapter_rules: Sequence[Mapping[str, Any]]
             pools=config.pools,
             node_provisioning=cluster.node_provisioning,
             prometheus=monitoring is not None,
+            pins=config.versions,
         ),
         opts=pulumi.ResourceOptions.merge(after_monitoring, pulumi.ResourceOptions(depends_on=[jobset])),
     )
     metrics = MetricsServer(
-        "metrics-server", insecure_kubelet_tls=config.provider is ClusterProvider.KIND, opts=cluster_opts
+        "metrics-server",
+        insecure_kubelet_tls=config.provider is ClusterProvider.KIND,
+        pins=config.versions,
+        opts=cluster_opts,
     )
     namespaces = {
         team.name: MlNamespace(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The pull-request comment, built offline (no cluster, cloud account, credentials or Pulumi CLI):
 # render the base and the head checkout for each stack, diff them object by object
-# (python -m mlplatform.render_diff), and run the policy pack on the head's stacks
-# (python -m tests.policy.report). Run from the head checkout:
+# (python -m mlplatform.render_diff), add the upgrade plan when a chart or image version changes
+# (python -m mlplatform.upgrade_plan: CRD changes, replaced objects, apply order), and run the
+# policy pack on the head's stacks (python -m tests.policy.report). Run from the head checkout:
 #
 #   bash scripts/pr_report.sh BASE_CHECKOUT OUT_FILE
 #
@@ -65,6 +66,16 @@ if compgen -G "$work/both/head/*" > /dev/null; then
   rc=$?
   if [ "$rc" -gt 1 ]; then
     { echo "**The desired-state diff failed:** \`$(last_lines 5 "$work/diff.log")\`"; echo; } >> "$out"
+    status=1
+  fi
+  # Only when a version changes; exit 1 is a plan that deletes a CRD (said in it), not a failure.
+  "$py_head" -m mlplatform.upgrade_plan --base-render "$work/both/base" --head-render "$work/both/head" \
+    --format markdown --if-versions-change > "$work/plan.md" 2> "$work/plan.log"
+  rc=$?
+  if [ "$rc" -le 1 ]; then
+    if [ -s "$work/plan.md" ]; then { echo; cat "$work/plan.md"; } >> "$out"; fi
+  else
+    { echo; echo "**The upgrade plan failed:** \`$(last_lines 5 "$work/plan.log")\`"; echo; } >> "$out"
     status=1
   fi
 fi

@@ -191,7 +191,12 @@ def test_tag_resources_are_named_by_their_key(eks: Capture) -> None:
 def test_the_provisioning_request_crd_is_the_vendored_one_and_comes_first(eks: Capture) -> None:
     vendored = UPSTREAM / "cluster-autoscaler-9.53.0" / PROVISIONING_REQUEST_CRD.name
     assert PROVISIONING_REQUEST_CRD.read_bytes() == vendored.read_bytes()
-    (crd,) = [r for r in eks.resources if r.type == "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"]
+    (crd,) = [
+        r
+        for r in eks.resources
+        if r.type == "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+        and r.props["metadata"]["name"] == "provisioningrequests.autoscaling.x-k8s.io"
+    ]
     manifest = crd.manifest()
     assert manifest["spec"] == provisioning_request_crd()["spec"]
     validate_manifest(manifest)

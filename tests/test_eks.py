@@ -228,15 +228,17 @@ def test_network_policies_are_enforced_by_the_vpc_cni(eks: Capture) -> None:
 def test_provider_is_configured_only_once_the_deployer_can_reach_the_api(eks: Capture) -> None:
     # A provider configured before the access association exists gets a 401 and marks the cluster
     # unreachable for the whole run: its kubeconfig must come out of the access check.
-    (provider,) = eks.of_type("pulumi:providers:kubernetes")
+    providers = eks.of_type("pulumi:providers:kubernetes")
+    assert {p.name for p in providers} == {"ml-platform-provider", "ml-platform-crd-provider"}
     check = eks.named("ml-platform-api-access")
     (association,) = eks.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
     assert association.urn in check.dependencies
-    assert check.urn in provider.dependencies
-    assert provider.props["kubeconfig"] == check.props["environment"]["KUBECONFIG_DATA"]  # handed on as is
+    for provider in providers:  # the CRDs' provider too
+        assert check.urn in provider.dependencies
+        assert provider.props["kubeconfig"] == check.props["environment"]["KUBECONFIG_DATA"]  # handed on as is
     # Never drop objects from the state when the API is unreachable (expired credentials, an IP
     # outside eksPublicAccessCidrs): a later up would hit AlreadyExists, a destroy would leak.
-    assert "deleteUnreachable" not in provider.props
+    assert all("deleteUnreachable" not in provider.props for provider in providers)
 
 
 def test_missing_gpu_capacity_does_not_block_the_platform(eks: Capture) -> None:

@@ -94,10 +94,17 @@ def test_simulated_gpus_come_from_the_simulator_on_gpu_nodes_only(dev: Capture, 
 def test_kubeconfig_is_secret_and_every_kubernetes_resource_uses_the_cluster_provider(dev: Capture) -> None:
     provider = dev.named("ml-platform-provider")
     assert provider.inputs["kubeconfig"]["4dabf18193072939515e22adb298388d"] == "1b47061264138c4ac30d75fd1eb44270"
+    # The CRDs the program takes over from Helm go through a provider adopting existing objects
+    # (mlplatform.crds); nothing else does.
+    adopting = dev.named("ml-platform-crd-provider")
+    assert adopting.props["upsertExistingObjects"] == "true"
+    assert adopting.inputs["kubeconfig"] == provider.inputs["kubeconfig"]
+    crd = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
     k8s_resources = [r for r in dev.resources if r.custom and r.type.startswith("kubernetes:")]
-    assert k8s_resources
+    assert k8s_resources and any(r.type == crd for r in k8s_resources)
     for r in k8s_resources:
-        assert r.provider.startswith(provider.urn + "::"), (
+        expected = adopting if r.type == crd else provider
+        assert r.provider.startswith(expected.urn + "::"), (
             f"{r.type} {r.name} uses {r.provider or 'the default provider'}"
         )
 

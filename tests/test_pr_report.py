@@ -34,6 +34,7 @@ def test_same_base_and_head_is_no_change_and_a_passing_pack(tmp_path: Path) -> N
     text = out.read_text()
     assert text.splitlines()[0] == MARKER  # the workflow finds and updates its one comment by this
     assert "**Desired state: no changes** (dev)" in text
+    assert "### Upgrade plan" not in text  # only when a version changes
     assert "**Policy pack on `dev`: ✅ no mandatory violations**" in text
     assert text.index("### Desired-state diff") < text.index("### Policy pack")
 
@@ -63,3 +64,28 @@ def test_usage(tmp_path: Path) -> None:
     assert done.returncode == 2 and "usage: bash scripts/pr_report.sh BASE_CHECKOUT OUT_FILE" in done.stderr
     done = run(tmp_path / "missing", tmp_path / "out.md")
     assert done.returncode == 2 and "base checkout" in done.stderr and "does not exist" in done.stderr
+
+
+def test_a_version_change_adds_the_upgrade_plan_beside_the_diff(tmp_path: Path) -> None:
+    # The base: this commit with Kueue one patch release back (chart and image).
+    base = tmp_path / "base"
+    base.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+    pins = base / "mlplatform" / "versions.py"
+    text = pins.read_text()
+    older = text.replace('version="0.19.2", crds=KUEUE_CRDS', 'version="0.19.1", crds=KUEUE_CRDS').replace(
+        'kueue_image=("registry.k8s.io/kueue/kueue", "v0.19.2")',
+        'kueue_image=("registry.k8s.io/kueue/kueue", "v0.19.1")',
+    )
+    assert older.count("0.19.1") == 2
+    pins.write_text(older)
+    out = tmp_path / "comment.md"
+    done = run(base, out)
+    assert done.returncode == 0, done.stderr
+    report = out.read_text()
+    assert report.index("### Desired-state diff") < report.index("### Upgrade plan") < report.index("### Policy pack")
+    assert "Helm release kueue-system/kueue: oci://registry.k8s.io/kueue/charts/kueue 0.19.1 -> 0.19.2" in report
+    assert "image controllerManager.manager.image.tag: v0.19.1 -> v0.19.2" in report
+    assert "CRDs: templated, kept current by the Helm release" in report
+

@@ -36,6 +36,9 @@ class Cluster(Protocol):
     # must be put there again.
     identity: pulumi.Output[str]
     provider: k8s.Provider
+    # The same cluster, adopting objects that already exist: only for the CRDs the program applies
+    # (mlplatform.crds), some of which Helm installed on stacks deployed before.
+    crd_provider: k8s.Provider
     cpu_pool: NodePool
     gpu_pool: NodePool
     # The GPUs the GPU pool's nodes simulate (kind): the GPU stack installs a simulated device plugin,

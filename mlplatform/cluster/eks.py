@@ -17,6 +17,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from ..config import ConfigError, PlatformConfig
+from ..crds import adopting_provider
 from ..eks_versions import eks_release
 from .eks_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs, discovery_tags, idle_tags
 from .eks_iam import (
@@ -335,6 +336,7 @@ class EksCluster(pulumi.ComponentResource):
         )
         handed_on: pulumi.Output[str] = pulumi.Output.secret(api_access.stdout)
         self.provider = k8s.Provider(f"{name}-provider", kubeconfig=handed_on, opts=child)
+        self.crd_provider = adopting_provider(f"{name}-crd-provider", handed_on, opts=child)
         # The image push authenticates to ECR with the same AWS profile as the provider.
         self.image_push_environment: dict[str, str] = {"AWS_PROFILE": profile} if profile else {}
 
@@ -377,6 +379,7 @@ class EksCluster(pulumi.ComponentResource):
                 gpu_idle_minutes=eks.gpu_idle_minutes,
                 provisioning=NodeProvisioning(),
                 image_tag=release.autoscaler_image_tag,
+                pins=config.versions,
                 # Not the GPU group: auto-discovery finds it whenever it exists, and missing GPU
                 # capacity must not block the platform.
                 after=[self.cpu_nodes, self.addons["eks-pod-identity-agent"], self.admin_access],

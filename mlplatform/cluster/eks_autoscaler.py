@@ -119,13 +119,16 @@ def autoscaler_values(
     cpu_pool: NodePool,
     gpu_idle_minutes: int,
     provisioning: NodeProvisioning,
-    image_tag: str = versions.CLUSTER_AUTOSCALER_IMAGE[1],
+    pins: versions.ComponentVersions = versions.CURRENT,
+    image_tag: str | None = None,
 ) -> dict[str, Any]:
     """Chart values: auto-discovery by tags, ProvisioningRequests on, on the CPU pool, restricted.
 
-    ``image_tag``: the autoscaler of the cluster's Kubernetes minor (``EksRelease``), which must match it.
+    ``image_tag``: the autoscaler of the cluster's Kubernetes minor (``EksRelease``), which must match
+    it; None = the tag pinned in ``pins``.
     """
-    repository, tag = versions.CLUSTER_AUTOSCALER_IMAGE[0], image_tag
+    repository, tag = pins.cluster_autoscaler_image
+    tag = image_tag or tag
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
@@ -178,7 +181,8 @@ class ClusterAutoscalerArgs:
     provider: k8s.Provider
     gpu_idle_minutes: int = 5
     provisioning: NodeProvisioning = field(default_factory=NodeProvisioning)
-    image_tag: str = versions.CLUSTER_AUTOSCALER_IMAGE[1]  # of the cluster's Kubernetes minor
+    pins: versions.ComponentVersions = versions.CURRENT  # the chart and image versions
+    image_tag: str | None = None  # of the cluster's Kubernetes minor; None = the one in ``pins``
     # Must exist first: the node groups (the autoscaler runs on a CPU node) and the Pod Identity agent.
     after: Sequence[pulumi.Resource] = ()
     values_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -232,7 +236,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         )
         self.release = release(
             "cluster-autoscaler",
-            versions.CLUSTER_AUTOSCALER,
+            args.pins.cluster_autoscaler,
             namespace=AUTOSCALER_NAMESPACE,
             values=autoscaler_values(
                 args.cluster_name,
@@ -240,6 +244,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 cpu_pool=args.cpu_pool,
                 gpu_idle_minutes=args.gpu_idle_minutes,
                 provisioning=args.provisioning,
+                pins=args.pins,
                 image_tag=args.image_tag,
             ),
             values_overrides=args.values_overrides,

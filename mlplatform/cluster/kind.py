@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from ..config import PlatformConfig
+from ..crds import adopting_provider
 from ..versions import KIND_NODE_IMAGE
 from .pools import GPU_RESOURCE, POOL_LABEL, NodePool, SimulatedGpus, node_pools, simulated_gpus
 from .provisioning import NodeProvisioning
@@ -190,6 +191,9 @@ class KindCluster(pulumi.ComponentResource):
         # `PULUMI_K8S_DELETE_UNREACHABLE=true pulumi destroy` (README, Tear down).
         self.provider = k8s.Provider(
             f"{name}-provider", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.crd_provider = adopting_provider(
+            f"{name}-crd-provider", self.kubeconfig, opts=pulumi.ResourceOptions(parent=self)
         )
         self.ready: list[pulumi.Resource] = [cluster]
         self.model_store_class: str | None = None  # static hostPath PV over MODEL_STORE_NODE_PATH

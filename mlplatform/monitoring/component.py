@@ -7,14 +7,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from .. import versions as platform_versions
 from ..config import ClusterProvider, PlatformConfig
+from ..crds import ChartCrds
 from ..helm import release
 from ..objects import MANAGED_BY, apply, child_options, namespace_manifest
 from ..tenancy import ingress_policy
-from . import versions
 from .dashboards import dashboard_config_map, load_dashboards
 from .rules import GPU_IDLE_MINUTES, GPU_IDLE_PERCENT, platform_rules
 from .scrape import service_monitor
@@ -64,6 +65,7 @@ class MonitoringArgs:
     adapter_rules: tuple[Mapping[str, Any], ...] = ()
     stack_overrides: Mapping[str, Any] = field(default_factory=dict)  # merged last into the stack's values
     adapter_overrides: Mapping[str, Any] = field(default_factory=dict)
+    pins: platform_versions.ComponentVersions = platform_versions.CURRENT  # the chart versions
 
     @classmethod
     def for_platform(
@@ -77,6 +79,7 @@ class MonitoringArgs:
             adapter_rules=rules,
             gpu_idle_percent=config.gpu_idle_alert_percent,
             gpu_idle_minutes=config.gpu_idle_alert_minutes,
+            pins=config.versions,
         )
         if config.provider is ClusterProvider.EKS:
             return replace(args, retention="7d", retention_size="8GB")
@@ -91,12 +94,21 @@ class Monitoring(pulumi.ComponentResource):
     outside the cluster (Grafana by port-forward only); Grafana's admin password is generated
     (a Pulumi secret), never a literal; Prometheus selects every ServiceMonitor, PodMonitor and
     PrometheusRule in the cluster; the GPU and Kueue dashboards and the platform alerts are
-    installed; the apps' ``adapter_rules`` are served on the custom metrics API. ``scrape`` wires
+    installed; the apps' ``adapter_rules`` are served on the custom metrics API; the
+    prometheus-operator CRDs (the chart's crds/, which Helm never upgrades) are applied by the
+    program at the chart's pinned version before the stack (``crd_provider``). ``scrape`` wires
     one more app: its ServiceMonitor, its alerts, and the one NetworkPolicy letting Prometheus
     (and nothing else) reach its metrics port; ``add_dashboard`` ships an app's dashboard.
     """
 
-    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: MonitoringArgs,
+        *,
+        crd_provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
         self._name = name
         ns = MONITORING_NAMESPACE
@@ -114,20 +126,23 @@ class Monitoring(pulumi.ComponentResource):
             apply(f"{name}-dashboard-{stem}", dashboard_config_map(ns, stem, board), in_ns)
             for stem, board in load_dashboards().items()
         ]
+        crds = ChartCrds(
+            f"{name}-crds", args.pins.kube_prometheus_stack, provider=crd_provider, opts=child_options(opts, self)
+        )
         self.stack = release(
             STACK_RELEASE,
-            versions.KUBE_PROMETHEUS_STACK,
+            args.pins.kube_prometheus_stack,
             namespace=ns,
             values=kube_prometheus_stack_values(retention=args.retention, retention_size=args.retention_size),
             values_overrides=args.stack_overrides,
-            opts=child_options(opts, self, depends_on=[self.namespace, admin_secret, *dashboards]),
+            opts=child_options(opts, self, depends_on=[self.namespace, admin_secret, *dashboards, *crds.resources]),
         )
-        # PrometheusRule, ServiceMonitor: their CRDs come with the stack.
+        # PrometheusRule, ServiceMonitor: their CRDs come before the stack, which runs the operator.
         self._after_stack = child_options(opts, self, depends_on=[self.stack])
         self._in_namespace = in_ns
         self.adapter = release(
             ADAPTER_RELEASE,
-            versions.PROMETHEUS_ADAPTER,
+            args.pins.prometheus_adapter,
             namespace=ns,
             values=prometheus_adapter_values([dict(rule) for rule in args.adapter_rules]),
             values_overrides=args.adapter_overrides,

@@ -23,6 +23,8 @@ from typing import Any
 
 import kubernetes_validate
 
+from mlplatform.versions import CURRENT, ComponentVersions
+
 from .cel import CelReport, UnsupportedRuleError, rule_violations
 from .crds import UPSTREAM, CrdVersion, apply_defaults, crd_for, crd_versions, list_type_errors, schema_errors
 from .errors import SchemaError
@@ -50,18 +52,19 @@ __all__ = [
 KUBERNETES_VERSION = "1.34.0"
 
 
-def custom_resource_groups() -> frozenset[str]:
+def custom_resource_groups(table: ComponentVersions = CURRENT) -> frozenset[str]:
     """API groups served by a vendored CRD."""
-    return frozenset(group for group, _, _ in crd_versions())
+    return frozenset(group for group, _, _ in crd_versions(table))
 
 
 def _name(manifest: Mapping[str, Any]) -> str:
     return f"{manifest.get('kind')} {manifest.get('metadata', {}).get('name')}"
 
 
-def validate_custom_resource(manifest: Mapping[str, Any]) -> CelReport:
-    """Validate a custom resource as the API server would on create: CRD schema, then its CEL rules."""
-    crd = crd_for(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
+def validate_custom_resource(manifest: Mapping[str, Any], table: ComponentVersions = CURRENT) -> CelReport:
+    """Validate a custom resource as the API server would on create: CRD schema, then its CEL rules
+    (the CRDs of the charts pinned in ``table``)."""
+    crd = crd_for(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")), table)
     obj = apply_defaults(dict(manifest), crd.schema)
     errors = schema_errors(obj, crd) + list_type_errors(obj, crd.schema)
     if errors:  # CEL rules assume a well-typed object (the API server does not run them otherwise)
@@ -77,12 +80,13 @@ def validate_custom_resource(manifest: Mapping[str, Any]) -> CelReport:
     return report
 
 
-def validate_manifest(manifest: Mapping[str, Any]) -> CelReport:
-    """Validate one object against its real schema (and CEL rules); raises SchemaError naming the field."""
+def validate_manifest(manifest: Mapping[str, Any], table: ComponentVersions = CURRENT) -> CelReport:
+    """Validate one object against its real schema (and CEL rules, of the CRDs pinned in ``table``);
+    raises SchemaError naming the field."""
     group = str(manifest.get("apiVersion", "")).rpartition("/")[0]
     # A dotted group outside *.k8s.io is a custom resource: unvendored, it fails naming what is vendored.
-    if group in custom_resource_groups() or ("." in group and not group.endswith(".k8s.io")):
-        return validate_custom_resource(manifest)
+    if group in custom_resource_groups(table) or ("." in group and not group.endswith(".k8s.io")):
+        return validate_custom_resource(manifest, table)
     try:
         kubernetes_validate.validate(dict(manifest), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as err:

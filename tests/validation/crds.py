@@ -28,6 +28,8 @@ import jsonschema
 import re2
 import yaml
 
+from mlplatform.versions import COMPONENT_VERSIONS, CURRENT, ComponentVersions
+
 from .errors import SchemaError
 
 UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
@@ -74,8 +76,22 @@ def _schema(schema_json: str) -> dict[str, Any]:
     return schema
 
 
-def _crd_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
+def _pinned_elsewhere(directory: Path, table: ComponentVersions) -> bool:
+    """Whether ``directory`` (``<chart>-<version>`` or ``<chart>-v<version>``) holds a chart version
+    pinned by another table and not by ``table``: its CRDs are that release's, not this one's."""
+    for other in COMPONENT_VERSIONS.values():
+        for key, chart in other.charts().items():
+            mine = table.charts()[key]
+            named = directory.name in (f"{chart.short_name}-{chart.version}", f"{chart.short_name}-v{chart.version}")
+            if named and chart.version != mine.version:
+                return True
+    return False
+
+
+def _crd_documents(table: ComponentVersions = CURRENT) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in sorted(UPSTREAM.rglob("*.yaml")):
+        if _pinned_elsewhere(path.parent, table):
+            continue
         text = path.read_text()
         if CRD_MARKER not in text:  # chart values are large: parse only what can be a CRD
             continue
@@ -85,10 +101,11 @@ def _crd_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 @cache
-def crd_versions() -> dict[tuple[str, str, str], CrdVersion]:
-    """(group, version, kind) -> the served CRD version, for every vendored CRD."""
+def crd_versions(table: ComponentVersions = CURRENT) -> dict[tuple[str, str, str], CrdVersion]:
+    """(group, version, kind) -> the served CRD version, for every vendored CRD of the charts pinned
+    in ``table`` (a fixture directory of another table's chart version is left out)."""
     index: dict[tuple[str, str, str], CrdVersion] = {}
-    for path, crd in _crd_documents():
+    for path, crd in _crd_documents(table):
         spec = crd["spec"]
         for served in spec["versions"]:
             if not served.get("served", False):
@@ -110,13 +127,13 @@ def crd_versions() -> dict[tuple[str, str, str], CrdVersion]:
     return index
 
 
-def crd_for(api_version: str, kind: str) -> CrdVersion:
+def crd_for(api_version: str, kind: str, table: ComponentVersions = CURRENT) -> CrdVersion:
     """The vendored CRD version serving ``apiVersion``/``kind``; SchemaError naming what is served otherwise.
 
     A deprecated version is refused too: it is served, but the platform writes the current one.
     """
     group, _, version = api_version.rpartition("/")
-    index = crd_versions()
+    index = crd_versions(table)
     in_group = [v for (g, _, _), v in index.items() if g == group]
     if not in_group:
         groups = sorted({g for g, _, _ in index})

@@ -160,9 +160,20 @@ def unknown_value_keys(ours: Mapping[str, Any], upstream: Mapping[str, Any], pre
 
 
 def unchecked_subcharts(chart: str, values: Mapping[str, Any]) -> set[str]:
-    """Top-level keys of ``values`` that configure a subchart whose values are not vendored."""
+    """Top-level keys of ``values`` that configure a subchart whose values are not vendored.
+
+    A subtree the parent's own values.yaml defines entirely (a subchart's ``enabled`` condition,
+    e.g. kube-prometheus-stack's ``crds.enabled``) is checked there instead.
+    """
     vendored = _vendored(chart, None)
-    return {key for key in values if key in vendored.dependencies and key not in vendored.subchart_values}
+    parent = chart_defaults(chart_name(chart))
+    return {
+        key
+        for key in values
+        if key in vendored.dependencies
+        and key not in vendored.subchart_values
+        and (not isinstance(parent.get(key), Mapping) or unknown_value_keys(values[key], parent[key]))
+    }
 
 
 def unknown_release_keys(chart: str, values: Mapping[str, Any], version: str | None = None) -> list[str]:
