@@ -139,6 +139,8 @@ def top_k_neighbours(
     threads: int = 2,
     progress: ProgressFn | None = None,
     rows: tuple[int, int] | None = None,
+    wr: sp.csr_matrix | None = None,
+    pattern: sp.csr_matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k columns of WᵀW per book, excluding the book itself: (indices int32, scores float32).
 
@@ -152,6 +154,10 @@ def top_k_neighbours(
       fewer rows (the shard's own) is the one that receives hand-backs.
     The top-k of the union of every shard's list for a row is its exact answer (see
     `recommender.shards`); rows=(0, n) is the whole single-process fit.
+
+    Callers that have them pass `wr` = w[:, a:b] as CSR (customers x the shard's books) and
+    `pattern` = the binary books x customers matrix with w's structure (rows [0, b) at least),
+    which saves converting w here (`model.Weights` builds both from the purchases directly).
     """
     n = w.shape[1]
     a, b = (0, n) if rows is None else rows
@@ -162,8 +168,9 @@ def top_k_neighbours(
     if b == a:
         return idx, val
     wt = w.T.tocsr()  # books x customers (reinterprets the CSC arrays)
-    wr_ab = w[:, a:b].tocsr()  # customers x the shard's books, column indices sorted
-    bin_t = sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
+    wr_ab = w[:, a:b].tocsr() if wr is None else wr  # customers x the shard's books, column indices sorted
+    bin_t = (sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
+             if pattern is None else pattern)  # fmt: skip
     cuts = np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int)
     plans = [(int(s0), int(e)) for s0, e in pairwise(cuts) if e > s0]
     total = len(plans) + (a > 0)
@@ -216,12 +223,12 @@ def top_k_neighbours(
         for done, (s0, e) in enumerate(plans, start=1):
             wr_e = wr_ab[:, : e - a]  # the shard's columns before the superblock's end
             user_deg = np.diff(wr_e.indptr).astype(np.float32)
-            work = np.asarray(bin_t[s0:e] @ user_deg, dtype=np.float64)  # >= each row's non-zeros
+            work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
             run_blocks(partial(own, s0, wr_e, work), _split(work, s0, e, BLOCK_WORK), False)
             if progress:
                 progress(done, total)
         if a:
-            work = np.asarray(bin_t[:a] @ np.diff(wr_ab.indptr).astype(np.float32), dtype=np.float64)
+            work = np.asarray(csr_rows(bin_t, 0, a) @ np.diff(wr_ab.indptr).astype(np.float32), dtype=np.float64)
             run_blocks(partial(foreign, wr_ab, work), _split(work, 0, a, BLOCK_WORK), True)
             if progress:
                 progress(total, total)
