@@ -37,6 +37,7 @@ BLOCK_WORK = 3_000_000  # multiply-adds per block: bounds a block product's memo
 SUPERBLOCKS = 4  # tuned on the standard data: more cut product work but cost more in merges and barriers
 
 ProgressFn = Callable[[int, int], None]
+_Handed = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (row, col, value) arrays handed back to rows
 
 
 class _Scratch(threading.local):
@@ -174,16 +175,15 @@ def top_k_neighbours(
     cuts = np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int)
     plans = [(int(s0), int(e)) for s0, e in pairwise(cuts) if e > s0]
     total = len(plans) + (a > 0)
-    # Entries handed back to rows that another block computes: (row, col, value) arrays.
-    handed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
     scratch = _Scratch()  # a block's product is consumed before the same thread's next block
     tiny = np.float32(np.finfo(np.float32).tiny)
 
-    def hand_back(prod: sp.csr_matrix, lo: int, targets: slice) -> None:
+    def hand_back(prod: sp.csr_matrix, lo: int, targets: slice, handed: _Handed) -> None:
         """Entries of block rows lo.. whose column (offset by a) is a row in `targets`: S[i, j]
         = S[j, i] belongs to row j too. Row j's K-th score so far bounds its final one from
-        below, so anything lower never gets in (ties pass: the result stays exact)."""
+        below, so anything lower never gets in (ties pass: the result stays exact). A merge may
+        be raising those scores meanwhile: an older one is still a lower bound."""
         cols, vals = prod.indices, prod.data
         bound = np.full(prod.shape[1], np.inf, dtype=np.float32)  # columns not handed back never pass
         kth = idx[targets, k - 1]
@@ -197,39 +197,78 @@ def top_k_neighbours(
         i, v = found
         idx[lo:hi], val[lo:hi] = (np.where(i >= 0, i + np.int32(a), -1) if a else i), v
 
-    def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
+    def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, handed: _Handed, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 1: rows of the shard against its columns [a, e)
         prod = block_product(csr_rows(wt, lo, hi), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())), scratch)
         store(lo, hi, csr_topk(prod, k, exclude_col_offset=lo - a))
         if s0 > a:
-            hand_back(prod, lo, slice(a, s0))
+            hand_back(prod, lo, slice(a, s0), handed)
 
-    def foreign(wr_ab: sp.csr_matrix, work: np.ndarray, block: tuple[int, int]) -> None:
+    def foreign(wr_ab: sp.csr_matrix, work: np.ndarray, handed: _Handed, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 2: earlier shards' rows against the shard's columns [a, b)
         prod = block_product(csr_rows(wt, lo, hi), wr_ab, int(np.ceil(work[lo:hi].sum())), scratch)
         store(lo, hi, csr_topk(prod, k))
-        hand_back(prod, lo, slice(a, b))
+        hand_back(prod, lo, slice(a, b), handed)
 
-    def run_blocks(fn: Callable[[tuple[int, int]], None], blocks: list[tuple[int, int]], often: bool) -> None:
-        for segment in _segments(blocks, threads) if often else [blocks]:
-            list(pool.map(fn, segment) if pool else map(fn, segment))
-            # At the barrier (workers idle): fold what was handed back into its rows, which also
-            # raises their K-th scores, so later blocks hand back less.
-            _merge(idx, val, handed)
-            handed.clear()
+    def superblock(s0: int, e: int, handed: _Handed) -> tuple[Callable[[tuple[int, int]], None], list[tuple[int, int]]]:
+        """Superblock [s0, e)'s block function and its blocks."""
+        wr_e = wr_ab[:, : e - a]  # the shard's columns before the superblock's end
+        user_deg = np.diff(wr_e.indptr).astype(np.float32)
+        work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
+        return partial(own, s0, wr_e, work, handed), _split(work, s0, e, BLOCK_WORK)
+
+    # Phase 1 without barriers: while the workers compute superblock s, this thread prepares
+    # s + 1 and queues its blocks; the worker that finishes s's last block merges what s's
+    # blocks handed back. Merges run one at a time, in superblock order: s's hand-backs go to
+    # rows that s - 1's blocks store.
+    merged = [threading.Event() for _ in plans]
+    left = [0] * len(plans)
+    handed: list[_Handed] = [[] for _ in plans]
+
+    def run(s: int, fn: Callable[[tuple[int, int]], None], block: tuple[int, int]) -> None:
+        try:
+            fn(block)
+        finally:
+            with lock:
+                left[s] -= 1
+                last = left[s] == 0
+            if last:
+                try:
+                    if s:
+                        merged[s - 1].wait()
+                    _merge(idx, val, handed[s])
+                    handed[s].clear()
+                finally:
+                    merged[s].set()
 
     # One thread runs inline: a worker pod given one CPU pays no thread hand-offs.
     with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
-        for done, (s0, e) in enumerate(plans, start=1):
-            wr_e = wr_ab[:, : e - a]  # the shard's columns before the superblock's end
-            user_deg = np.diff(wr_e.indptr).astype(np.float32)
-            work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
-            run_blocks(partial(own, s0, wr_e, work), _split(work, s0, e, BLOCK_WORK), False)
+        queued = []
+        for s, (s0, e) in enumerate(plans):
+            fn, blocks = superblock(s0, e, handed[s])
+            left[s] = len(blocks)
+            for block in blocks:
+                if pool:
+                    queued.append(pool.submit(run, s, fn, block))
+                else:
+                    run(s, fn, block)
+        for s in range(len(plans)):
+            merged[s].wait()
             if progress:
-                progress(done, total)
+                progress(s + 1, total)
+        for future in queued:
+            future.result()  # re-raises a block's error
         if a:
+            # Phase 2 with barriers: the shard's own rows start with bounds from their own columns
+            # only; merging early, then ever less often, tightens them quickly (see `_segments`).
             work = np.asarray(csr_rows(bin_t, 0, a) @ np.diff(wr_ab.indptr).astype(np.float32), dtype=np.float64)
-            run_blocks(partial(foreign, wr_ab, work), _split(work, 0, a, BLOCK_WORK), True)
+            rest: _Handed = []
+            fn = partial(foreign, wr_ab, work, rest)
+            for segment in _segments(_split(work, 0, a, BLOCK_WORK), threads):
+                list(pool.map(fn, segment) if pool else map(fn, segment))
+                _merge(idx, val, rest)
+                rest.clear()
             if progress:
                 progress(total, total)
+    return idx, val
     return idx, val
