@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import threading
 from pathlib import Path
 from unittest.mock import patch
 
@@ -173,3 +175,35 @@ def test_fit_given_the_by_book_matrix_is_the_same() -> None:
     got = ItemKNN(K=5).fit(x, by_book=binary(x).tocsc().T)
     np.testing.assert_array_equal(got.neighbours, want.neighbours)
     np.testing.assert_array_equal(got.scores, want.scores)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_error_in_a_block_reaches_the_caller(threads: int) -> None:
+    """Blocks run on workers and merges wait for each other: a failing block must still end the
+    fit with its error, never leave it waiting."""
+    w = sp.csc_matrix(random_purchases(6, 80, 40, 0.2), dtype=np.float32)
+    calls = itertools.count(1)  # next() is atomic: exactly one call fails
+
+    def failing(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        if next(calls) == 3:
+            raise RuntimeError("block failed")
+        return knn_fit.csr_topk(*args, **kwargs)  # type: ignore[arg-type]
+
+    outcome: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            knn_fit.top_k_neighbours(w, 3, threads=threads)
+        except RuntimeError as err:
+            outcome.append(err)
+
+    with (
+        patch.object(knn_fit, "SUPERBLOCKS", 4),
+        patch.object(knn_fit, "BLOCK_WORK", 7),
+        patch.object(knn_fit, "csr_topk", failing),
+    ):
+        runner = threading.Thread(target=fit, daemon=True)
+        runner.start()
+        runner.join(timeout=30)
+    assert not runner.is_alive(), "the fit hung after a block failed"
+    assert [str(e) for e in outcome] == ["block failed"]
