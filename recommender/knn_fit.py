@@ -29,7 +29,7 @@ from itertools import pairwise
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.topk import csr_from_triples, csr_rows, csr_topk
+from recommender.topk import csr_from_triples, csr_rows, csr_topk, csr_view
 
 __all__ = ["block_product", "top_k_neighbours"]
 
@@ -81,7 +81,7 @@ def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int, scratch: _Sc
                a.data, b.indptr.astype(idx, copy=False), b.indices.astype(idx, copy=False), b.data,
                indptr, indices, data)  # fmt: skip
     nnz = int(indptr[-1])
-    return sp.csr_matrix((data[:nnz], indices[:nnz], indptr), shape=(a.shape[0], b.shape[1]))
+    return csr_view(data[:nnz], indices[:nnz], indptr, (a.shape[0], b.shape[1]))
 
 
 def _split(work: np.ndarray, start: int, stop: int, budget: float) -> list[tuple[int, int]]:
@@ -212,7 +212,7 @@ def top_k_neighbours(
 
     def superblock(s0: int, e: int, handed: _Handed) -> tuple[Callable[[tuple[int, int]], None], list[tuple[int, int]]]:
         """Superblock [s0, e)'s block function and its blocks."""
-        wr_e = wr_ab[:, : e - a]  # the shard's columns before the superblock's end
+        wr_e = wr_ab[:, : e - a] if e < b else wr_ab  # the shard's columns before the superblock's end
         user_deg = np.diff(wr_e.indptr).astype(np.float32)
         work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
         return partial(own, s0, wr_e, work, handed), _split(work, s0, e, BLOCK_WORK)

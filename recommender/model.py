@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recommender.errors import InputError
 from recommender.files import write_npz
 from recommender.knn_fit import top_k_neighbours
-from recommender.topk import csr_topk
+from recommender.topk import csr_topk, csr_view
 
 __all__ = ["SIMILARITIES", "ItemKNN", "Weights", "binary"]
 
@@ -91,7 +91,7 @@ class Weights:
             data = np.repeat(np.float32(1) / self.den[:stop], per_book)
         else:
             data = self.num[xt.indices[:end]] / np.repeat(self.den[:stop], per_book)
-        return sp.csr_matrix((data, xt.indices[:end], indptr), shape=(stop, xt.shape[1]))
+        return csr_view(data, xt.indices[:end], indptr, (stop, xt.shape[1]))  # the indices stay shared
 
     def by_customer(self, x: sp.csr_matrix, a: int = 0, b: int | None = None) -> sp.csr_matrix:
         """Weighted customers x books [a, b) (all by default), column indices sorted."""
