@@ -38,6 +38,7 @@ SUPERBLOCKS = 4  # tuned on the standard data: more cut product work but cost mo
 
 ProgressFn = Callable[[int, int], None]
 _Handed = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (row, col, value) arrays handed back to rows
+_BlockFn = Callable[[tuple[int, int]], None]
 
 
 class _Scratch(threading.local):
@@ -172,8 +173,8 @@ def top_k_neighbours(
     wr_ab = w[:, a:b].tocsr() if wr is None else wr  # customers x the shard's books, column indices sorted
     bin_t = (sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
              if pattern is None else pattern)  # fmt: skip
-    cuts = np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int)
-    plans = [(int(s0), int(e)) for s0, e in pairwise(cuts) if e > s0]
+    cuts = np.unique(np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int))
+    plans = [(int(s0), int(e)) for s0, e in pairwise(cuts)]
     total = len(plans) + (a > 0)
     lock = threading.Lock()
     scratch = _Scratch()  # a block's product is consumed before the same thread's next block
@@ -199,7 +200,7 @@ def top_k_neighbours(
 
     def own(s0: int, wr_e: sp.csr_matrix, work: np.ndarray, handed: _Handed, block: tuple[int, int]) -> None:
         lo, hi = block  # phase 1: rows of the shard against its columns [a, e)
-        prod = block_product(csr_rows(wt, lo, hi), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())), scratch)
+        prod = block_product(csr_rows(wt2, lo - a, hi - a), wr_e, int(np.ceil(work[lo - s0 : hi - s0].sum())), scratch)
         store(lo, hi, csr_topk(prod, k, exclude_col_offset=lo - a))
         if s0 > a:
             hand_back(prod, lo, slice(a, s0), handed)
@@ -210,10 +211,26 @@ def top_k_neighbours(
         store(lo, hi, csr_topk(prod, k))
         hand_back(prod, lo, slice(a, b), handed)
 
-    def superblock(s0: int, e: int, handed: _Handed) -> tuple[Callable[[tuple[int, int]], None], list[tuple[int, int]]]:
-        """Superblock [s0, e)'s block function and its blocks."""
-        wr_e = wr_ab[:, : e - a] if e < b else wr_ab  # the shard's columns before the superblock's end
-        user_deg = np.diff(wr_e.indptr).astype(np.float32)
+    # Phase 1 multiplies by the shard's columns before each superblock's end e. Rather than copy
+    # them out of wr_ab per superblock, every customer's row is split at e into two rows of the
+    # same arrays, 2u (columns before e) and 2u + 1 (the rest): only the row pointer is new. The
+    # left operand (`wt2`, rows [a, b) of wt) names customer u as column 2u, so only the first
+    # halves are read.
+    n_cust, n_cols = wr_ab.shape
+    pa, pb = int(wt.indptr[a]), int(wt.indptr[b])
+    wt2 = csr_view(wt.data[pa:pb], wt.indices[pa:pb] * 2, wt.indptr[a : b + 1] - pa, (b - a, 2 * n_cust))
+    starts = wr_ab.indptr[:-1].astype(np.int64)
+    key = np.repeat(np.arange(n_cust, dtype=np.int64) * (n_cols + 1), np.diff(wr_ab.indptr))
+    key += wr_ab.indices  # increasing: customers in order, then sorted columns
+    ends = np.searchsorted(key, (np.arange(n_cust, dtype=np.int64) * (n_cols + 1))[:, None] + (cuts[1:] - a)[None, :])
+    del key
+
+    def superblock(s: int, s0: int, e: int, handed: _Handed) -> tuple[_BlockFn, list[tuple[int, int]]]:
+        """Superblock s = [s0, e)'s block function and its blocks."""
+        indptr = np.empty(2 * n_cust + 1, dtype=np.int64)
+        indptr[0:-1:2], indptr[1::2], indptr[-1] = starts, ends[:, s], wr_ab.nnz
+        wr_e = csr_view(wr_ab.data, wr_ab.indices, indptr.astype(wr_ab.indptr.dtype, copy=False), (2 * n_cust, n_cols))
+        user_deg = (ends[:, s] - starts).astype(np.float32)
         work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
         return partial(own, s0, wr_e, work, handed), _split(work, s0, e, BLOCK_WORK)
 
@@ -245,7 +262,7 @@ def top_k_neighbours(
     with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         queued = []
         for s, (s0, e) in enumerate(plans):
-            fn, blocks = superblock(s0, e, handed[s])
+            fn, blocks = superblock(s, s0, e, handed[s])
             left[s] = len(blocks)
             for block in blocks:
                 if pool:

@@ -182,12 +182,12 @@ def test_an_error_in_a_block_reaches_the_caller(threads: int) -> None:
     """Blocks run on workers and merges wait for each other: a failing block must still end the
     fit with its error, never leave it waiting."""
     w = sp.csc_matrix(random_purchases(6, 80, 40, 0.2), dtype=np.float32)
-    calls = itertools.count(1)  # next() is atomic: exactly one call fails
+    calls, real = itertools.count(1), knn_fit.csr_topk  # next() is atomic: exactly one call fails
 
     def failing(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
         if next(calls) == 3:
             raise RuntimeError("block failed")
-        return knn_fit.csr_topk(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     outcome: list[BaseException] = []
 
