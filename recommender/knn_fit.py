@@ -1,8 +1,8 @@
 """Exact top-K neighbours of every book from half of the book x book product.
 
 The similarity S = WᵀW is symmetric. Books are cut into G superblocks processed in order;
-rows of superblock s are multiplied only against columns before its end e_s (W[:, :e_s], one
-column-sliced copy per superblock), which is about (G+1)/2G of the full product's work.
+rows of superblock s are multiplied only against columns before its end e_s (W[:, :e_s], read
+in place: see `top_k_neighbours`), which is about (G+1)/2G of the full product's work.
 
 Each row then sees every column before e_s. The rest of row j (columns at or after e_s) is
 exactly what later rows i compute as S[i, j] for columns j in an earlier superblock: those
@@ -72,7 +72,7 @@ def block_product(a: sp.csr_matrix, b: sp.csr_matrix, max_nnz: int, scratch: _Sc
         from scipy.sparse._sparsetools import csr_matmat
     except ImportError:  # pragma: no cover - scipy internals changed; correct, just slower
         return sp.csr_matrix(a @ b)
-    if max_nnz >= np.iinfo(np.int32).max or a.shape[0] == 0:
+    if max(max_nnz, a.shape[1]) >= np.iinfo(np.int32).max or a.shape[0] == 0:
         return sp.csr_matrix(a @ b)
     idx = np.int32
     indptr = np.empty(a.shape[0] + 1, dtype=idx)
@@ -218,7 +218,9 @@ def top_k_neighbours(
     # halves are read.
     n_cust, n_cols = wr_ab.shape
     pa, pb = int(wt.indptr[a]), int(wt.indptr[b])
-    wt2 = csr_view(wt.data[pa:pb], wt.indices[pa:pb] * 2, wt.indptr[a : b + 1] - pa, (b - a, 2 * n_cust))
+    wide = 2 * n_cust >= np.iinfo(np.int32).max  # block_product then multiplies through scipy
+    doubled = np.multiply(wt.indices[pa:pb], 2, dtype=np.int64 if wide else wt.indices.dtype)
+    wt2 = csr_view(wt.data[pa:pb], doubled, wt.indptr[a : b + 1] - pa, (b - a, 2 * n_cust))
     starts = wr_ab.indptr[:-1].astype(np.int64)
     row_key = np.arange(n_cust, dtype=np.int64) * (n_cols + 1)
     key = np.repeat(row_key, np.diff(wr_ab.indptr))
