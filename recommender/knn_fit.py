@@ -173,7 +173,10 @@ def top_k_neighbours(
     wr_ab = w[:, a:b].tocsr() if wr is None else wr  # customers x the shard's books, column indices sorted
     bin_t = (sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
              if pattern is None else pattern)  # fmt: skip
-    cuts = np.unique(np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int))
+    # A shard's square of own books is (b - a)/n of the books across: it gets that share of the
+    # superblocks, since each costs a pass over the customers however small it is.
+    count = max(1, min(b - a, round(SUPERBLOCKS * (b - a) / n)))
+    cuts = np.unique(np.linspace(a, b, count + 1).astype(int))
     plans = [(int(s0), int(e)) for s0, e in pairwise(cuts)]
     total = len(plans) + (a > 0)
     lock = threading.Lock()
@@ -221,18 +224,20 @@ def top_k_neighbours(
     wide = 2 * n_cust >= np.iinfo(np.int32).max  # block_product then multiplies through scipy
     doubled = np.multiply(wt.indices[pa:pb], 2, dtype=np.int64 if wide else wt.indices.dtype)
     wt2 = csr_view(wt.data[pa:pb], doubled, wt.indptr[a : b + 1] - pa, (b - a, 2 * n_cust))
+    # Where each customer's columns reach each superblock's end: count the entries per
+    # (customer, superblock of their column), in one pass for all superblocks.
+    slot = np.repeat(np.arange(n_cust, dtype=np.int64) * len(plans), np.diff(wr_ab.indptr))
+    slot += np.searchsorted(cuts[1:-1] - a, wr_ab.indices, side="right")
     starts = wr_ab.indptr[:-1].astype(np.int64)
-    row_key = np.arange(n_cust, dtype=np.int64) * (n_cols + 1)
-    key = np.repeat(row_key, np.diff(wr_ab.indptr))
-    key += wr_ab.indices  # increasing: customers in order, then sorted columns
+    ends = starts[:, None] + np.cumsum(np.bincount(slot, minlength=n_cust * len(plans)).reshape(n_cust, -1), axis=1)
+    del slot
 
-    def superblock(s0: int, e: int, handed: _Handed) -> tuple[_BlockFn, list[tuple[int, int]]]:
-        """Superblock [s0, e)'s block function and its blocks."""
-        ends = np.searchsorted(key, row_key + (e - a))  # where each customer's columns reach e
-        indptr = np.empty(2 * n_cust + 1, dtype=np.int64)
-        indptr[0:-1:2], indptr[1::2], indptr[-1] = starts, ends, wr_ab.nnz
-        wr_e = csr_view(wr_ab.data, wr_ab.indices, indptr.astype(wr_ab.indptr.dtype, copy=False), (2 * n_cust, n_cols))
-        user_deg = (ends - starts).astype(np.float32)
+    def superblock(s: int, s0: int, e: int, handed: _Handed) -> tuple[_BlockFn, list[tuple[int, int]]]:
+        """Superblock s = [s0, e)'s block function and its blocks."""
+        indptr = np.empty(2 * n_cust + 1, dtype=wr_ab.indptr.dtype)
+        indptr[0:-1:2], indptr[1::2], indptr[-1] = starts, ends[:, s], wr_ab.nnz
+        wr_e = csr_view(wr_ab.data, wr_ab.indices, indptr, (2 * n_cust, n_cols))
+        user_deg = (ends[:, s] - starts).astype(np.float32)
         work = np.asarray(csr_rows(bin_t, s0, e) @ user_deg, dtype=np.float64)  # >= each row's non-zeros
         return partial(own, s0, wr_e, work, handed), _split(work, s0, e, BLOCK_WORK)
 
@@ -264,7 +269,7 @@ def top_k_neighbours(
     with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         queued = []
         for s, (s0, e) in enumerate(plans):
-            fn, blocks = superblock(s0, e, handed[s])
+            fn, blocks = superblock(s, s0, e, handed[s])
             left[s] = len(blocks)
             for block in blocks:
                 if pool:
