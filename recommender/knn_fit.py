@@ -34,7 +34,7 @@ from recommender.topk import csr_from_triples, csr_rows, csr_topk, csr_view
 __all__ = ["block_product", "top_k_neighbours"]
 
 BLOCK_WORK = 3_000_000  # multiply-adds per block: bounds a block product's memory (~24 MB)
-SUPERBLOCKS = 8  # more cut the product (8: 10% less than 4 on the standard data) for a little Python per superblock
+SUPERBLOCKS = 4  # 8 cut the product by another 10%, but not a shard's cross pairs: see docs/benchmarks.md
 
 ProgressFn = Callable[[int, int], None]
 _Handed = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (row, col, value) arrays handed back to rows
@@ -173,10 +173,7 @@ def top_k_neighbours(
     wr_ab = w[:, a:b].tocsr() if wr is None else wr  # customers x the shard's books, column indices sorted
     bin_t = (sp.csr_matrix((np.ones(wt.nnz, dtype=np.float32), wt.indices, wt.indptr), shape=wt.shape)
              if pattern is None else pattern)  # fmt: skip
-    # A shard's square of own books is (b - a)/n of the books across: it gets that share of the
-    # superblocks, since each costs a pass over the customers however small it is.
-    count = max(1, min(b - a, round(SUPERBLOCKS * (b - a) / n)))
-    cuts = np.unique(np.linspace(a, b, count + 1).astype(int))
+    cuts = np.unique(np.linspace(a, b, min(SUPERBLOCKS, b - a) + 1).astype(int))
     plans = [(int(s0), int(e)) for s0, e in pairwise(cuts)]
     total = len(plans) + (a > 0)
     lock = threading.Lock()
