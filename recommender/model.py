@@ -149,11 +149,11 @@ class ItemKNN:
         Shards call this too, so every shard weighs alike."""
         return Weights.of(x, xt, self.similarity, self.bm25_k1, self.bm25_b)
 
-    def weights(self, user_items: sp.spmatrix) -> sp.csc_matrix:
+    def weights(self, user_items: sp.spmatrix, *, csc: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """Customer x book weights whose column dot products are the similarity (any non-zero
-        counts as one purchase)."""
+        counts as one purchase); `csc`, if given, is the binary matrix's tocsc()."""
         x = binary(user_items)
-        xt = x.tocsc().T
+        xt = (x.tocsc() if csc is None else csc).T
         return self.weighting(x, xt).by_book(xt).T
 
     def fit(
