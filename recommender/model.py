@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recommender.errors import InputError
 from recommender.files import write_npz
 from recommender.knn_fit import top_k_neighbours
-from recommender.topk import csr_topk, csr_view
+from recommender.topk import csr_rows, csr_topk, csr_view
 
 __all__ = ["SIMILARITIES", "ItemKNN", "Weights", "binary"]
 
@@ -93,10 +93,19 @@ class Weights:
             data = self.num[xt.indices[:end]] / np.repeat(self.den[:stop], per_book)
         return csr_view(data, xt.indices[:end], indptr, (stop, xt.shape[1]))  # the indices stay shared
 
-    def by_customer(self, x: sp.csr_matrix, a: int = 0, b: int | None = None) -> sp.csr_matrix:
-        """Weighted customers x books [a, b) (all by default), column indices sorted."""
+    def by_customer(
+        self, x: sp.csr_matrix, a: int = 0, b: int | None = None, xt: sp.csr_matrix | None = None
+    ) -> sp.csr_matrix:
+        """Weighted customers x books [a, b) (all by default), column indices sorted. Given `xt`
+        (x as books x customers), a range is transposed from its rows: a pass over the range's
+        purchases, where slicing x's columns passes over all of them."""
         b = x.shape[1] if b is None else b
-        xs = x if (a, b) == (0, x.shape[1]) else x[:, a:b]
+        if (a, b) == (0, x.shape[1]):
+            xs = x
+        elif xt is not None:
+            xs = csr_rows(xt, a, b).T.tocsr()
+        else:
+            xs = x[:, a:b]
         den = self.den[a:b]
         if self.num is None:
             data = (np.float32(1) / den)[xs.indices]

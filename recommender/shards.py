@@ -156,7 +156,7 @@ def compute_shard(
         arrays.setdefault(f"popularity.{split}", np.diff(xt.indptr).astype(np.int64))
         # Only what this shard reads is weighed: books [0, b)'s buyers, and its own books' columns.
         idx, val = top_k_neighbours(weights.by_book(xt, b).T, plan.kmax, threads=threads, rows=(a, b),
-                                    wr=weights.by_customer(x, a, b), pattern=xt)  # fmt: skip
+                                    wr=weights.by_customer(x, a, b, xt), pattern=xt)  # fmt: skip
         arrays[f"idx.{split}.{sim}"], arrays[f"val.{split}.{sim}"] = idx[:stored], val[:stored]
         if progress:
             progress(done, len(fits))

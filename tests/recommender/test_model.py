@@ -156,7 +156,9 @@ def test_weights_are_the_same_in_both_layouts_and_any_slice(similarity: str) -> 
     np.testing.assert_array_equal(by_book, by_customer)
     np.testing.assert_allclose(by_book, _reference_weights(x, similarity), rtol=1e-6)
     for a, b in ((0, 25), (0, 7), (7, 19), (19, 25), (12, 12)):
-        np.testing.assert_array_equal(weights.by_customer(x, a, b).toarray(), by_customer[:, a:b])
+        for got in (weights.by_customer(x, a, b), weights.by_customer(x, a, b, xt)):
+            assert got.has_sorted_indices and got.shape == (90, b - a)
+            np.testing.assert_array_equal(got.toarray(), by_customer[:, a:b])
         np.testing.assert_array_equal(weights.by_book(xt, b).toarray(), by_book.T[:b])
 
 

@@ -163,8 +163,16 @@ def test_a_worker_reuses_the_cached_purchases_without_converting_them(small_data
     def no_transpose(*_: object, **__: object) -> None:
         raise AssertionError("a worker transposed the purchases although the parse cache holds them")
 
-    with patch.object(sp.csr_matrix, "tocsc", no_transpose), patch.object(sp.csc_matrix, "tocsr", no_transpose):
+    real_tocsr, converted = sp.csc_matrix.tocsr, []
+
+    def own_range_only(m: sp.csc_matrix, *args: object, **kwargs: object) -> sp.csr_matrix:
+        converted.append(m.nnz)  # the shard's own books' purchases, to customer-major order
+        return real_tocsr(m, *args, **kwargs)  # type: ignore[arg-type]
+
+    with patch.object(sp.csr_matrix, "tocsc", no_transpose), patch.object(sp.csc_matrix, "tocsr", own_range_only):
         got = compute_shard(cached, ident, plan, 1, 3)[0]
+    a, b = shard_rows(cached.n_items, 1, 3)
+    assert converted and all(nnz == cached.index.by_book[a:b].nnz for nnz in converted)
     assert got.keys() == want.keys()
     for name, arr in want.items():
         np.testing.assert_array_equal(got[name], arr)
