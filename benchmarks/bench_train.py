@@ -42,9 +42,9 @@ def _child(engine: str, matrix: Path, out: Path, k: int, threads: int) -> None:
         from implicit.nearest_neighbours import CosineRecommender
 
         model = CosineRecommender(K=k, num_threads=threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, show_progress=False)
-        fit = time.perf_counter() - t0
+        fit, cpu = time.perf_counter() - t0, time.process_time() - c0
         sim = model.similarity.tocsr()
         n = x.shape[1]
         idx = np.full((n, k), -1, dtype=np.int32)
@@ -62,13 +62,14 @@ def _child(engine: str, matrix: Path, out: Path, k: int, threads: int) -> None:
         from recommender.model import ItemKNN
 
         model = ItemKNN(K=k, num_threads=threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x)
-        fit = time.perf_counter() - t0
+        fit, cpu = time.perf_counter() - t0, time.process_time() - c0
         idx, val = model.neighbours, model.scores
         extra = {}
     np.savez(out, idx=idx, val=val)
-    print(json.dumps({"engine": engine, "fit_seconds": fit, "peak_mib": _rss_mib(), "base_mib": base, **extra}))
+    print(json.dumps({"engine": engine, "fit_seconds": fit, "fit_cpu_seconds": cpu, "peak_mib": _rss_mib(),
+                      "base_mib": base, **extra}))  # fmt: skip
 
 
 def _run_child(engine: str, matrix: Path, out: Path, k: int, threads: int) -> dict[str, float]:
@@ -148,13 +149,18 @@ def main() -> None:
         for engine in ("implicit", "ours"):  # interleaved so drift hits both alike
             r = _run_child(engine, work / "x.npz", work / f"{engine}.npz", args.k, args.threads)
             runs[engine].append(r)
-            print(f"  run {rep + 1} {engine:8s} fit {r['fit_seconds']:.2f}s peak {r['peak_mib']:.0f} MiB", flush=True)
+            r["loadavg_1min"] = os.getloadavg()[0]
+            print(f"  run {rep + 1} {engine:8s} fit {r['fit_seconds']:.2f}s (cpu {r['fit_cpu_seconds']:.2f}s)"
+                  f" peak {r['peak_mib']:.0f} MiB, load {r['loadavg_1min']:.1f}", flush=True)  # fmt: skip
 
     def summary(engine: str) -> dict[str, float]:
         rs = runs[engine]
         return {
             "fit_seconds_median": statistics.median(r["fit_seconds"] for r in rs),
             "fit_seconds_min": min(r["fit_seconds"] for r in rs),
+            "fit_seconds_max": max(r["fit_seconds"] for r in rs),
+            "fit_seconds_per_run": [round(r["fit_seconds"], 3) for r in rs],
+            "fit_cpu_seconds_median": statistics.median(r["fit_cpu_seconds"] for r in rs),
             "peak_mib": max(r["peak_mib"] for r in rs),
             "fit_extra_mib": max(r["peak_mib"] - r["base_mib"] for r in rs),
         }
@@ -168,8 +174,13 @@ def main() -> None:
         "data": {"customers": x.shape[0], "books": x.shape[1], "purchases": int(x.nnz), "zipf": spec.zipf_exponent},
         "k": args.k, "threads": args.threads, "repeats": args.repeats,
         "implicit": imp, "ours": ours,
+        "loadavg_1min_per_run": [round(r["loadavg_1min"], 2) for r in runs["ours"]],
         "ratios": {
             "fit_time_ours_over_implicit": ours["fit_seconds_median"] / imp["fit_seconds_median"],
+            # Each pair ran back to back, so their ratio sees about the same load.
+            "fit_time_per_pair": [round(o["fit_seconds"] / i["fit_seconds"], 3)
+                                  for o, i in zip(runs["ours"], runs["implicit"], strict=True)],
+            "fit_cpu_ours_over_implicit": ours["fit_cpu_seconds_median"] / imp["fit_cpu_seconds_median"],
             "peak_memory_ours_over_implicit": ours["peak_mib"] / imp["peak_mib"],
             "fit_extra_memory_ours_over_implicit": ours["fit_extra_mib"] / max(imp["fit_extra_mib"], 1e-9),
         },

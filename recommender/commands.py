@@ -82,8 +82,8 @@ def train(
     data = load_interactions(orders, catalog, identity)
     t1 = time.perf_counter()
     clock = cpu_timer()
-    matrix = data.matrix()
-    model.fit(matrix, progress=progress_log(log))
+    matrix, by_book = data.purchases()
+    model.fit(matrix, progress=progress_log(log), by_book=by_book)
     fit = clock()
     dataset = {"customers": data.n_users, "books": data.n_items, "orders": int(data.users.size),
                "purchases": int(matrix.nnz)}  # fmt: skip

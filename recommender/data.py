@@ -32,6 +32,9 @@ class PurchaseIndex:
 
     matrix: sp.csr_matrix  # canonical: sorted columns, no repeats, every value 1
     entry: np.ndarray  # int64 per order: its position in matrix.indices
+    # The same matrix as books x customers: every training process needs both layouts, and
+    # converting costs each of them a pass over all purchases (see `Interactions.purchases`).
+    by_book: sp.csr_matrix
 
     @classmethod
     def build(cls, data: Interactions) -> PurchaseIndex:
@@ -39,16 +42,30 @@ class PurchaseIndex:
         rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
         keys = rows * m.shape[1] + m.indices  # increasing: rows in order, sorted columns
         entry = np.searchsorted(keys, data.users * m.shape[1] + data.items)
-        return cls(m, entry)
+        t = m.tocsc()
+        return cls(m, entry, sp.csr_matrix((m.data, t.indices, t.indptr), shape=m.shape[::-1]))
 
     def valid_for(self, data: Interactions) -> bool:
         """Consistent with these orders (a damaged cache must never pass)."""
-        m, e = self.matrix, self.entry
+        m, e, t = self.matrix, self.entry, self.by_book
         if m.shape != (data.n_users, data.n_items) or e.shape != data.users.shape or m.indptr[-1] != m.indices.size:
             return False
         if e.size and (e.min() < 0 or e.max() >= m.indices.size):
             return False
         if not m.has_canonical_format:
+            return False
+        # The transpose: per book, as many buyers as the matrix has, with the same sum of customer
+        # numbers; sorted, no repeats (zip CRCs catch damaged bytes; this catches a wrong matrix).
+        if t.shape != m.shape[::-1] or t.indptr[-1] != t.indices.size or t.indices.size != m.indices.size:
+            return False
+        if t.indices.size and (t.indices.min() < 0 or t.indices.max() >= m.shape[0]):
+            return False
+        if (np.diff(t.indptr) != np.bincount(m.indices, minlength=m.shape[1])).any() or not t.has_canonical_format:
+            return False
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.float64), np.diff(m.indptr))
+        sums = np.concatenate(([0], np.cumsum(t.indices, dtype=np.int64)))
+        per_book = np.bincount(m.indices, weights=rows, minlength=m.shape[1])
+        if (per_book != sums[t.indptr[1:]] - sums[t.indptr[:-1]]).any():
             return False
         rows_ok = (m.indptr[data.users] <= e) & (e < m.indptr[data.users + 1])
         return bool(rows_ok.all() and (m.indices[e] == data.items).all())
@@ -84,6 +101,16 @@ class Interactions:
     def n_items(self) -> int:
         return int(self.item_ids.size)
 
+    def purchases(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """All orders' binary matrix, as customers x books and as books x customers. From the
+        parse cache, its own arrays, read-only (no copy, no conversion); else built."""
+        if self.index is None:
+            x = self.matrix()
+            return x, x.tocsc().T
+        for arr in (*_arrays(self.index.matrix), *_arrays(self.index.by_book)):
+            arr.flags.writeable = False
+        return self.index.matrix, self.index.by_book
+
     def matrix(self, mask: np.ndarray | None = None) -> sp.csr_matrix:
         """Binary customer x book CSR matrix (float32) of the selected orders."""
         if self.index is not None:
@@ -96,6 +123,10 @@ class Interactions:
         m.sum_duplicates()
         m.data[:] = 1.0  # a repeat purchase is still one co-purchase signal
         return m
+
+
+def _arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return m.data, m.indices, m.indptr
 
 
 def _read_columns(path: Path, wanted: tuple[str, ...], optional: tuple[str, ...], what: str) -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,9 @@ import scipy.sparse as sp
 from recommender.errors import InputError
 from recommender.files import write_npz
 from recommender.knn_fit import top_k_neighbours
-from recommender.topk import csr_topk
+from recommender.topk import csr_rows, csr_topk, csr_view
 
-__all__ = ["SIMILARITIES", "ItemKNN"]
+__all__ = ["SIMILARITIES", "ItemKNN", "Weights", "binary"]
 
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 MODEL_FILE = "model.npz"
@@ -28,39 +29,89 @@ MODEL_FILE = "model.npz"
 ProgressFn = Callable[[int, int], None]
 
 
-def _weight(
-    x: sp.csr_matrix, similarity: str, k1: float, b: float, csc: sp.csc_matrix | None = None
-) -> sp.csc_matrix:
-    """Customer x book weights whose book-column dot products are the similarity (x binary;
-    `csc`, if given, is x.tocsc(), computed once for several similarities)."""
-    w = csc.copy() if csc is not None else x.tocsc()  # a fresh matrix: weighed in place below
-    w = w.astype(np.float32, copy=False)
-    n_items = x.shape[1]
-    per_book = np.diff(w.indptr)
-    if similarity in ("bm25", "tfidf"):
-        # idf over customers: a customer who buys everything says little about any pair.
-        user_deg = np.diff(x.indptr).astype(np.float64)
-        idf = (np.log(max(n_items, 1)) - np.log1p(user_deg)).astype(np.float32)
-        idf = np.maximum(idf, 1e-3)
-        w.data *= idf[w.indices]
-    if similarity == "bm25":
-        # Damp popular books: BM25 length normalisation over each book's buyer count.
-        item_deg = per_book.astype(np.float32)
-        avg = float(item_deg.mean()) if item_deg.size else 1.0
-        length_norm = (1 - b) + b * item_deg / max(avg, 1e-9)
-        w.data = w.data * (k1 + 1) / (k1 * np.repeat(length_norm, per_book) + 1.0)
-    else:
+def binary(user_items: sp.spmatrix) -> sp.csr_matrix:
+    """Any non-zero as one purchase: canonical float32 CSR of ones. A matrix that already is
+    one comes back as it is (shared, never written): the parse cache's copy needs no copy."""
+    x = user_items
+    if isinstance(x, sp.csr_matrix) and x.dtype == np.float32 and x.has_canonical_format and bool((x.data == 1).all()):
+        return x
+    x = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The similarity's weights of binary purchases: w[u, i] = num[u] / den[i].
+
+    The dot products of two books' weight columns are their similarity. Each weight depends
+    only on its customer and its book, so it is the same float32 whichever layout computes it:
+    the book-major rows (`by_book`) and the customer-major rows (`by_customer`) share the
+    binary matrices' index arrays and need no conversion of one into the other.
+    """
+
+    num: np.ndarray | None  # float32 per customer; None: 1 (cosine)
+    den: np.ndarray  # float32 per book
+
+    @classmethod
+    def of(cls, x: sp.csr_matrix, xt: sp.csr_matrix, similarity: str, k1: float, b: float) -> Weights:
+        """`x` binary customers x books, `xt` the same as books x customers."""
+        n_items = x.shape[1]
+        per_book = np.diff(xt.indptr)
+        num = None
+        if similarity in ("bm25", "tfidf"):
+            # idf over customers: a customer who buys everything says little about any pair.
+            user_deg = np.diff(x.indptr).astype(np.float64)
+            num = np.maximum((np.log(max(n_items, 1)) - np.log1p(user_deg)).astype(np.float32), 1e-3)
+        if similarity == "bm25":
+            # Damp popular books: BM25 length normalisation over each book's buyer count.
+            item_deg = per_book.astype(np.float32)
+            avg = float(item_deg.mean()) if item_deg.size else 1.0
+            length_norm = (1 - b) + b * item_deg / max(avg, 1e-9)
+            assert num is not None
+            return cls(num * (k1 + 1), k1 * length_norm + 1.0)
         if similarity == "cosine":
-            # Every weight is 1: a column's sum of squares is its length (what the general
-            # path computes too, exactly), without a pass over the non-zeros.
+            # Every weight is 1: a column's sum of squares is its length.
             norms = np.sqrt(per_book.astype(np.float64))
         else:
-            # Column L2 norms from a running sum of squares (no temporary sparse matrix).
-            sq = np.concatenate(([0.0], np.cumsum(np.square(w.data, dtype=np.float64))))
-            norms = np.sqrt(sq[w.indptr[1:]] - sq[w.indptr[:-1]])
+            # Column L2 norms from a running sum of squares, in book-major order.
+            assert num is not None
+            sq = np.concatenate(([0.0], np.cumsum(np.square(num[xt.indices], dtype=np.float64))))
+            norms = np.sqrt(sq[xt.indptr[1:]] - sq[xt.indptr[:-1]])
         norms[norms == 0] = 1.0
-        w.data /= np.repeat(norms.astype(np.float32), per_book)  # divide: reciprocals round differently
-    return w
+        return cls(num, norms.astype(np.float32))  # divide by it: reciprocals round differently
+
+    def by_book(self, xt: sp.csr_matrix, stop: int | None = None) -> sp.csr_matrix:
+        """Weighted books x customers, rows [0, stop) (all by default)."""
+        stop = xt.shape[0] if stop is None else stop
+        indptr, end = xt.indptr[: stop + 1], int(xt.indptr[stop])
+        per_book = np.diff(indptr)
+        if self.num is None:
+            data = np.repeat(np.float32(1) / self.den[:stop], per_book)
+        else:
+            data = self.num[xt.indices[:end]] / np.repeat(self.den[:stop], per_book)
+        return csr_view(data, xt.indices[:end], indptr, (stop, xt.shape[1]))  # the indices stay shared
+
+    def by_customer(
+        self, x: sp.csr_matrix, a: int = 0, b: int | None = None, xt: sp.csr_matrix | None = None
+    ) -> sp.csr_matrix:
+        """Weighted customers x books [a, b) (all by default), column indices sorted. Given `xt`
+        (x as books x customers), a range is transposed from its rows: a pass over the range's
+        purchases, where slicing x's columns passes over all of them."""
+        b = x.shape[1] if b is None else b
+        if (a, b) == (0, x.shape[1]):
+            xs = x
+        elif xt is not None:
+            xs = csr_rows(xt, a, b).T.tocsr()
+        else:
+            xs = x[:, a:b]
+        den = self.den[a:b]
+        if self.num is None:
+            data = (np.float32(1) / den)[xs.indices]
+        else:
+            data = np.repeat(self.num, np.diff(xs.indptr)) / den[xs.indices]
+        return sp.csr_matrix((data, xs.indices, xs.indptr), shape=xs.shape)
 
 
 class ItemKNN:
@@ -102,20 +153,32 @@ class ItemKNN:
 
     # -- training -------------------------------------------------------------------------
 
+    def weighting(self, x: sp.csr_matrix, xt: sp.csr_matrix) -> Weights:
+        """This model's weights of binary purchases `x` (`xt`: the same, books x customers).
+        Shards call this too, so every shard weighs alike."""
+        return Weights.of(x, xt, self.similarity, self.bm25_k1, self.bm25_b)
+
     def weights(self, user_items: sp.spmatrix, *, csc: sp.csc_matrix | None = None) -> sp.csc_matrix:
         """Customer x book weights whose column dot products are the similarity (any non-zero
-        counts as one purchase). Shards call this too, so every shard weighs alike; they pass
-        `csc` = the binary matrix's tocsc(), shared by the similarities of a split."""
-        x = sp.csr_matrix(user_items, dtype=np.float32)
-        x.sum_duplicates()
-        x.data[:] = 1.0
-        return _weight(x, self.similarity, self.bm25_k1, self.bm25_b, csc)
+        counts as one purchase); `csc`, if given, is the binary matrix's tocsc()."""
+        x = binary(user_items)
+        xt = (x.tocsc() if csc is None else csc).T
+        return self.weighting(x, xt).by_book(xt).T
 
-    def fit(self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None) -> ItemKNN:
-        """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase)."""
-        w = self.weights(user_items)
-        self.popularity = np.diff(w.indptr).astype(np.int64)  # w is CSC: buyers per book
-        self.neighbours, self.scores = top_k_neighbours(w, self.K, threads=self.num_threads, progress=progress)
+    def fit(
+        self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None, by_book: sp.csr_matrix | None = None
+    ) -> ItemKNN:
+        """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase).
+        `by_book`: the same purchases as binary books x customers, if the caller has it (the
+        parse cache does), saves converting one into the other."""
+        x = binary(user_items)
+        xt = x.tocsc().T if by_book is None else by_book
+        weights = self.weighting(x, xt)
+        self.popularity = np.diff(xt.indptr).astype(np.int64)  # buyers per book
+        self.neighbours, self.scores = top_k_neighbours(
+            weights.by_book(xt).T, self.K, threads=self.num_threads, progress=progress,
+            wr=weights.by_customer(x), pattern=xt,
+        )  # fmt: skip
         self._sim = None
         return self
 

@@ -118,14 +118,16 @@ def shard_path(directory: Path, identity: DataIdentity, plan: ShardPlan, index: 
     return directory / f"shard-{index:04d}-of-{count:04d}-{key[:32]}.npz"
 
 
-def split_matrices(data: Interactions, plan: ShardPlan) -> dict[str, sp.csr_matrix]:
-    """The customer x book matrix each split's models train on (what evaluation retrains on)."""
-    out = {"all": data.matrix()}
+def split_matrices(data: Interactions, plan: ShardPlan) -> dict[str, tuple[sp.csr_matrix, sp.csr_matrix]]:
+    """The binary customer x book matrix each split's models train on (what evaluation
+    retrains on), with the same as books x customers; all orders' straight from the parse cache."""
+    out = {"all": data.purchases()}
     if len(plan.splits) > 1:
         test, validation = holdout_masks(data, plan.seed)
-        out["test"] = data.matrix(~test)
-        if "validation" in plan.splits:
-            out["validation"] = data.matrix(~test & ~validation)
+        masks = {"test": ~test, "validation": ~test & ~validation}
+        for split in plan.splits[1:]:
+            x = data.matrix(masks[split])
+            out[split] = x, x.tocsc().T
     return out
 
 
@@ -147,13 +149,14 @@ def compute_shard(
     clock = cpu_timer()
     matrices = split_matrices(data, plan)
     fits = plan.fits()
-    transposed: dict[str, sp.csc_matrix] = {}
     for done, (split, sim) in enumerate(fits, start=1):
         model = ItemKNN(K=plan.kmax, similarity=sim, bm25_k1=plan.bm25_k1, bm25_b=plan.bm25_b)
-        csc = transposed.setdefault(split, matrices[split].tocsc())
-        w = model.weights(matrices[split], csc=csc)
-        arrays.setdefault(f"popularity.{split}", np.diff(w.indptr).astype(np.int64))
-        idx, val = top_k_neighbours(w, plan.kmax, threads=threads, rows=(a, b))
+        x, xt = matrices[split]
+        weights = model.weighting(x, xt)
+        arrays.setdefault(f"popularity.{split}", np.diff(xt.indptr).astype(np.int64))
+        # Only what this shard reads is weighed: books [0, b)'s buyers, and its own books' columns.
+        idx, val = top_k_neighbours(weights.by_book(xt, b).T, plan.kmax, threads=threads, rows=(a, b),
+                                    wr=weights.by_customer(x, a, b, xt), pattern=xt)  # fmt: skip
         arrays[f"idx.{split}.{sim}"], arrays[f"val.{split}.{sim}"] = idx[:stored], val[:stored]
         if progress:
             progress(done, len(fits))
@@ -163,7 +166,7 @@ def compute_shard(
         "stored_rows": stored,
         "n_items": n,
         "dataset": {"customers": data.n_users, "books": n, "orders": int(data.users.size),
-                    "purchases": int(matrices["all"].nnz)},
+                    "purchases": int(matrices["all"][0].nnz)},
         "timings": clock(),
     }  # fmt: skip
     return arrays, header

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["csr_from_triples", "csr_rows", "csr_topk"]
+__all__ = ["csr_from_triples", "csr_rows", "csr_topk", "csr_view"]
 
 _PAD_BUDGET = 1 << 21  # elements per padded block (8 MiB of float32)
 _SAMPLE = 512  # entries sampled per long row to bound its k-th largest value from below
@@ -63,11 +63,19 @@ def csr_from_triples(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
+def csr_view(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A CSR matrix on exactly these arrays, unchecked. scipy's constructor copies any array
+    that is a view of one more than twice its size ("pruning"): a row slice of a large matrix,
+    or a product in a reused buffer, would be copied every time."""
+    m = sp.csr_matrix(shape, dtype=data.dtype)
+    m.data, m.indices, m.indptr = data, indices, indptr
+    return m
+
+
 def csr_rows(m: sp.csr_matrix, start: int, stop: int) -> sp.csr_matrix:
     """Rows [start, stop) as views of `m`'s arrays (scipy's slicing copies them)."""
     p0, p1 = int(m.indptr[start]), int(m.indptr[stop])
-    return sp.csr_matrix((m.data[p0:p1], m.indices[p0:p1], m.indptr[start : stop + 1] - p0),
-                         shape=(stop - start, m.shape[1]))  # fmt: skip
+    return csr_view(m.data[p0:p1], m.indices[p0:p1], m.indptr[start : stop + 1] - p0, (stop - start, m.shape[1]))
 
 
 def csr_topk(
@@ -83,7 +91,7 @@ def csr_topk(
     out_val = np.zeros((n_rows, k), dtype=np.float32)
     if k == 0 or m.nnz == 0:
         return out_idx, out_val
-    m = _prefilter(sp.csr_matrix(m), k + 2)
+    m = _prefilter(m if type(m) is sp.csr_matrix else sp.csr_matrix(m), k + 2)  # (a new one would prune a view)
     lengths = np.diff(m.indptr)
     order = np.argsort(lengths, kind="stable")
     order = order[lengths[order] > 0]

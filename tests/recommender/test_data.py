@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -161,5 +162,25 @@ def test_an_inconsistent_index_is_not_trusted(tmp_path: Path) -> None:
     o = _write(tmp_path / "o.csv", "customer_id,book_id\nc1,b1\nc1,b2\nc2,b2\n")
     data = load_interactions(o)
     assert data.index is not None and data.index.valid_for(data)
-    broken = PurchaseIndex(data.index.matrix, data.index.entry[::-1].copy())  # entries of other orders
+    index = data.index
+    broken = PurchaseIndex(index.matrix, index.entry[::-1].copy(), index.by_book)  # entries of other orders
     assert not broken.valid_for(data)
+    # A by-book matrix that is not the transpose: one purchase moved to another book, or to another customer.
+    t = index.by_book.toarray()
+    for moved in (t[::-1], t[:, ::-1]):
+        assert not PurchaseIndex(index.matrix, index.entry, sp.csr_matrix(moved)).valid_for(data)
+
+
+def test_purchases_are_the_cache_arrays_in_both_layouts(tmp_path: Path) -> None:
+    generate(DatasetSpec(seed=7, customers=150, books=30, orders=1500), tmp_path)
+    orders, catalog = tmp_path / "orders.csv", tmp_path / "catalog.csv"
+    for data in (load_interactions(orders, catalog), read_orders(orders, catalog)):
+        x, xt = data.purchases()
+        want = data.matrix()
+        assert (x != want).nnz == 0 and np.array_equal(x.indices, want.indices)
+        assert xt.format == "csr" and (xt != want.T).nnz == 0 and xt.has_canonical_format
+        assert x.data.dtype == xt.data.dtype == np.float32 and (x.data == 1).all() and (xt.data == 1).all()
+        if data.index is not None:  # shared with the cache, not copied, and protected from writes
+            assert x.indices is data.index.matrix.indices and not x.data.flags.writeable
+            with pytest.raises(ValueError):
+                xt.data[0] = 2.0

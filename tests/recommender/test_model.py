@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import threading
 from pathlib import Path
 from unittest.mock import patch
 
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 
 from recommender import knn_fit
 from recommender.errors import InputError
-from recommender.model import SIMILARITIES, ItemKNN
+from recommender.model import SIMILARITIES, ItemKNN, Weights, binary
 from tests.recommender.conftest import random_purchases
 
 
@@ -128,3 +130,82 @@ def test_triangle_fit_is_exact_with_ties(
         assert idx[i, : len(cand)].tolist() == [j for _, j in cand]
         assert (idx[i, len(cand) :] == -1).all()
         np.testing.assert_allclose(val[i, : len(cand)], [-v for v, _ in cand], rtol=1e-6)
+
+
+def _reference_weights(x: sp.csr_matrix, similarity: str, k1: float = 1.2, b: float = 0.75) -> np.ndarray:
+    """The similarities' weights as dense float32, written out from their formulas."""
+    d = (x.toarray() != 0).astype(np.float32)
+    books = d.shape[1]
+    if similarity == "cosine":
+        return np.where(d > 0, np.float32(1) / np.sqrt(d.sum(axis=0)).clip(1).astype(np.float32), 0)
+    idf = np.maximum((np.log(books) - np.log1p(d.sum(axis=1, dtype=np.float64))).astype(np.float32), 1e-3)[:, None]
+    if similarity == "tfidf":
+        norms = np.sqrt(np.square(d * idf, dtype=np.float64).sum(axis=0))
+        return np.where(d > 0, idf / np.where(norms == 0, 1, norms).astype(np.float32), 0)
+    deg = d.sum(axis=0, dtype=np.float32)
+    return np.where(d > 0, idf * (k1 + 1) / (k1 * ((1 - b) + b * deg / deg.mean()) + 1.0), 0)
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_weights_are_the_same_in_both_layouts_and_any_slice(similarity: str) -> None:
+    """Book-major and customer-major weights are built apart; they must be the same floats."""
+    x = binary(random_purchases(3, 90, 25, 0.15))
+    xt = x.tocsc().T
+    weights = Weights.of(x, xt, similarity, 1.2, 0.75)
+    by_book, by_customer = weights.by_book(xt).toarray().T, weights.by_customer(x).toarray()
+    np.testing.assert_array_equal(by_book, by_customer)
+    np.testing.assert_allclose(by_book, _reference_weights(x, similarity), rtol=1e-6)
+    for a, b in ((0, 25), (0, 7), (7, 19), (19, 25), (12, 12)):
+        for got in (weights.by_customer(x, a, b), weights.by_customer(x, a, b, xt)):
+            assert got.has_sorted_indices and got.shape == (90, b - a)
+            np.testing.assert_array_equal(got.toarray(), by_customer[:, a:b])
+        np.testing.assert_array_equal(weights.by_book(xt, b).toarray(), by_book.T[:b])
+
+
+def test_binary_keeps_a_binary_matrix_and_copies_anything_else() -> None:
+    x = binary(random_purchases(4, 30, 10, 0.3))
+    assert binary(x) is x  # already canonical ones: shared, not copied
+    counts = x.copy()
+    counts.data[:] = 3.0
+    got = binary(counts)
+    assert (got.data == 1).all() and (counts.data == 3).all()  # the caller's matrix is not written
+
+
+def test_fit_given_the_by_book_matrix_is_the_same() -> None:
+    x = random_purchases(5, 200, 50, 0.1)
+    want = ItemKNN(K=5).fit(x)
+    got = ItemKNN(K=5).fit(x, by_book=binary(x).tocsc().T)
+    np.testing.assert_array_equal(got.neighbours, want.neighbours)
+    np.testing.assert_array_equal(got.scores, want.scores)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_error_in_a_block_reaches_the_caller(threads: int) -> None:
+    """Blocks run on workers and merges wait for each other: a failing block must still end the
+    fit with its error, never leave it waiting."""
+    w = sp.csc_matrix(random_purchases(6, 80, 40, 0.2), dtype=np.float32)
+    calls, real = itertools.count(1), knn_fit.csr_topk  # next() is atomic: exactly one call fails
+
+    def failing(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        if next(calls) == 3:
+            raise RuntimeError("block failed")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    outcome: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            knn_fit.top_k_neighbours(w, 3, threads=threads)
+        except RuntimeError as err:
+            outcome.append(err)
+
+    with (
+        patch.object(knn_fit, "SUPERBLOCKS", 4),
+        patch.object(knn_fit, "BLOCK_WORK", 7),
+        patch.object(knn_fit, "csr_topk", failing),
+    ):
+        runner = threading.Thread(target=fit, daemon=True)
+        runner.start()
+        runner.join(timeout=30)
+    assert not runner.is_alive(), "the fit hung after a block failed"
+    assert [str(e) for e in outcome] == ["block failed"]

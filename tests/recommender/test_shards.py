@@ -147,3 +147,32 @@ def test_more_shards_than_books(tmp_path: Path) -> None:
         want = ItemKNN(K=3, similarity=sim).fit(data.matrix())
         np.testing.assert_array_equal(merged.fits[("all", sim)][0], want.neighbours)
         np.testing.assert_array_equal(merged.fits[("all", sim)][1], want.scores)
+
+
+def test_a_worker_reuses_the_cached_purchases_without_converting_them(small_data: Path) -> None:
+    """Every worker needs the purchases by customer and by book; from the parse cache it takes
+    both as stored, with no transpose and no copy of all purchases (bytes as from parsed orders)."""
+    from recommender.datacache import load_interactions
+
+    orders, catalog = small_data / "orders.csv", small_data / "catalog.csv"
+    ident, plan = DataIdentity.of(orders, catalog), ShardPlan(("cosine", "bm25"), 5)
+    cached = load_interactions(orders, catalog, ident)
+    assert cached.index is not None
+    want = compute_shard(read_orders(orders, catalog), ident, plan, 1, 3)[0]
+
+    def no_transpose(*_: object, **__: object) -> None:
+        raise AssertionError("a worker transposed the purchases although the parse cache holds them")
+
+    real_tocsr, converted = sp.csc_matrix.tocsr, []
+
+    def own_range_only(m: sp.csc_matrix, *args: object, **kwargs: object) -> sp.csr_matrix:
+        converted.append(m.nnz)  # the shard's own books' purchases, to customer-major order
+        return real_tocsr(m, *args, **kwargs)  # type: ignore[arg-type]
+
+    with patch.object(sp.csr_matrix, "tocsc", no_transpose), patch.object(sp.csc_matrix, "tocsr", own_range_only):
+        got = compute_shard(cached, ident, plan, 1, 3)[0]
+    a, b = shard_rows(cached.n_items, 1, 3)
+    assert converted and all(nnz == cached.index.by_book[a:b].nnz for nnz in converted)
+    assert got.keys() == want.keys()
+    for name, arr in want.items():
+        np.testing.assert_array_equal(got[name], arr)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from recommender.topk import csr_topk
+from recommender.topk import csr_rows, csr_topk, csr_view
 
 
 def _reference(dense: np.ndarray, k: int, offset: int | None) -> list[list[tuple[int, float]]]:
@@ -43,3 +43,15 @@ def test_many_rows_of_varied_length_cross_chunks() -> None:
     full = (dense > 0).sum(axis=1) >= 5
     np.testing.assert_array_equal(idx[full], ref[full])
     np.testing.assert_allclose(val[full], np.take_along_axis(dense, ref, axis=1)[full].astype(np.float32))
+
+
+def test_csr_view_keeps_the_arrays_it_is_given() -> None:
+    """scipy's constructor copies a view of a much larger array; `csr_view` and `csr_rows` must not
+    (a product in a reused buffer and a row slice are views), and must read the same."""
+    big = sp.random(400, 30, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    rows = csr_rows(big, 10, 20)
+    assert np.shares_memory(rows.data, big.data) and np.shares_memory(rows.indices, big.indices)
+    np.testing.assert_array_equal(rows.toarray(), big[10:20].toarray())
+    view = csr_view(big.data[:5], big.indices[:5], np.array([0, 5]), (1, 30))
+    assert np.shares_memory(view.data, big.data) and np.shares_memory(view.indices, big.indices)
+    np.testing.assert_array_equal(csr_topk(view, 3)[1], csr_topk(sp.csr_matrix(view.toarray()), 3)[1])
