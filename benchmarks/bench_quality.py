@@ -45,7 +45,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "platform": {"shape": "standard", "customers": 20_000, "books": 5_000, "orders": 200_000},
     "longtail": {"shape": "longtail", "customers": 50_000, "books": 7_000, "orders": 120_000},
 }
-K_GRID = (10, 20, 40)
+K_GRID = (5, 10, 20, 40)
 BEFORE_COMMIT = "c96d52d"  # main before issue 17
 
 
@@ -133,7 +133,7 @@ def _steps(name: str, base: Path, ease: bool) -> tuple[list[str], list[list[str]
     def local(args: Any) -> list[str]:
         out = [a.replace(RUN_DIR, str(base / "run")).replace(REGISTRY_PATH, str(base / "models"))
                .replace(WORKDIR_PATH, str(base / "work")) for a in args]  # fmt: skip
-        if not ease:  # the code before issue 17 has no EASE and no such flag
+        if not ease and "--ease-memory-mib" in out:  # the code before issue 17 has no such flag
             i = out.index("--ease-memory-mib")
             del out[i : i + 2]
         return out

@@ -133,7 +133,7 @@ def _select_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     g = p.add_argument_group("model selection (workers, merge and finish must be given the same values)")
     g.add_argument("--candidates", type=_similarity_list,
                    help="similarities compared on the validation split, with --similarity (default: cosine,bm25,ease)")
-    g.add_argument("--k-grid", type=_int_list, help="neighbour counts compared, with --k (default: 10,20,40)")
+    g.add_argument("--k-grid", type=_int_list, help="neighbour counts compared, with --k (default: 5,10,20,40)")
     g.add_argument("--ease-l2-grid", type=_positive_float_list,
                    help="EASE's regularisation values λ compared (default: 50,200)")
     g.add_argument("--ease-memory-mib", type=_mebibytes, metavar="MIB",

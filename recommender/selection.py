@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_CANDIDATES", "DEFAULT_EASE_L2_GRID", "DEFAULT_EASE_MEMORY_MI
            "candidate_grid", "plan_for", "select"]  # fmt: skip
 
 DEFAULT_CANDIDATES = ("cosine", "bm25", "ease")
-DEFAULT_K_GRID = (10, 20, 40)
+DEFAULT_K_GRID = (5, 10, 20, 40)
 DEFAULT_EASE_L2_GRID = (50.0, 200.0)  # tuned on the generated data (docs/benchmarks.md, issue 17)
 # 16·n² bytes <= 1 GiB: up to 8,192 books. Half of a 2Gi training pod (the platform's default
 # recommenderTrainingMemory); the other half holds the data and the item-kNN fits.
