@@ -166,6 +166,12 @@ KEYS: dict[str, Key] = {
     "recommenderTrainingCpu": Key("string", "1", "CPU request (= limit) of a training pod."),
     "recommenderTrainingMemory": Key("string", "2Gi", "Memory request (= limit) of a training pod."),
     "recommenderTrainingGpus": Key("integer", 0, "nvidia.com/gpu per training pod (0 = CPU flavor)."),
+    "recommenderEaseMemory": Key(
+        "string",
+        "1Gi",
+        "Memory a training pod may give EASE's dense books x books matrix (16 bytes x books squared; 1Gi: up to "
+        "8,192 books); larger catalogues skip EASE. At most half of recommenderTrainingMemory; 0 = no EASE.",
+    ),
     "recommenderTrainingWorkers": Key(
         "integer", 1, "Training workers: 1 = one batch Job; more = a JobSet of sharded workers admitted as one."
     ),
@@ -245,6 +251,13 @@ class RecommenderConfig:
     training_memory: str = "2Gi"
     training_gpus: int = 0  # per worker
     training_workers: int = 1  # > 1: a JobSet (prepare, N workers, finish), gang-admitted by Kueue
+    # EASE's budget in a training pod: it is a selection candidate only if 16·books² bytes fit.
+    ease_memory: str = "1Gi"
+
+    @property
+    def ease_memory_mib(self) -> int:
+        """`ease_memory` in whole MiB, as the recommender's --ease-memory-mib takes it."""
+        return int(parse_quantity(self.ease_memory) // 2**20)
 
     @property
     def training_pods(self) -> int:
@@ -500,6 +513,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         training_memory=r.get("recommenderTrainingMemory"),
         training_gpus=r.get("recommenderTrainingGpus"),
         training_workers=r.get("recommenderTrainingWorkers"),
+        ease_memory=r.get("recommenderEaseMemory"),
         retrain_schedule=r.get("recommenderRetrainSchedule"),
         team=team_names[0] if team_names else "bookstore-ml",
     )
@@ -662,6 +676,19 @@ def _parse_teams(r: _Reader, pools: Pools, namespace_floor: Mapping[str, Decimal
     return teams
 
 
+def _check_ease_memory(r: _Reader, ease: str, pod_memory: Decimal | None) -> None:
+    """EASE's matrix must leave half the pod for the data and the item-kNN fits (0 disables it)."""
+    try:
+        parsed = parse_quantity(ease)
+    except QuantityError as err:
+        r._fail("recommenderEaseMemory", ease, str(err))
+        return
+    if pod_memory is not None:
+        r.check(0 <= parsed <= pod_memory / 2, "recommenderEaseMemory", ease,
+                f"a quantity from 0 to half of recommenderTrainingMemory ({quantity_text('memory', pod_memory / 2)});"
+                " raise recommenderTrainingMemory for a larger EASE budget")  # fmt: skip
+
+
 def _check_recommender(r: _Reader, rec: RecommenderConfig, team: TeamConfig | None) -> None:
     if rec.image:
         r.check(
@@ -687,6 +714,7 @@ def _check_recommender(r: _Reader, rec: RecommenderConfig, team: TeamConfig | No
     r.at_least("recommenderTrainingWorkers", rec.training_workers, 1)
     cpu = r.quantity("recommenderTrainingCpu", rec.training_cpu)
     memory = r.quantity("recommenderTrainingMemory", rec.training_memory)
+    _check_ease_memory(r, rec.ease_memory, memory)
     # Kueue reserves every pod of a run at admission (a JobSet's prepare and finish steps too).
     pods = rec.training_pods
     cpu = cpu * pods if cpu is not None else None

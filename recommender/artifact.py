@@ -42,8 +42,8 @@ def _stable(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def _arrays(model: ItemKNN, item_ids: np.ndarray) -> dict[str, np.ndarray]:
-    params = np.array([model.K, model.bm25_k1, model.bm25_b], dtype=np.float64)
-    return {**model.arrays(), "item_ids": item_ids, "params": params, "similarity": np.array(model.similarity)}
+    return {**model.arrays(), "item_ids": item_ids, "params": model.param_array(),
+            "similarity": np.array(model.similarity)}  # fmt: skip
 
 
 def write_artifact(

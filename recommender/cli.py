@@ -29,14 +29,22 @@ __all__ = ["build_parser", "main"]
 _EPILOG = "exit codes: 0 ok, 1 internal error, 2 bad input, 3 evaluation gate failed, 4 registry error"
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _mebibytes(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _seconds(text: str) -> float:
@@ -68,13 +76,21 @@ def _port(text: str) -> int:
 
 
 _SIMILARITIES = ("cosine", "bm25", "tfidf")  # recommender.model.SIMILARITIES, without importing numpy
+_CANDIDATES = (*_SIMILARITIES, "ease")  # recommender.model.MODEL_KINDS
 
 
 def _similarity_list(text: str) -> tuple[str, ...]:
     values = tuple(v.strip() for v in text.split(",") if v.strip())
-    bad = [v for v in values if v not in _SIMILARITIES]
+    bad = [v for v in values if v not in _CANDIDATES]
     if not values or bad:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(_SIMILARITIES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(_CANDIDATES)}, got {text!r}")
+    return values
+
+
+def _positive_float_list(text: str) -> tuple[float, ...]:
+    values = tuple(_positive_float(v.strip()) for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
     return values
 
 
@@ -116,8 +132,13 @@ def _train_args(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
 def _select_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     g = p.add_argument_group("model selection (workers, merge and finish must be given the same values)")
     g.add_argument("--candidates", type=_similarity_list,
-                   help="similarities compared on the validation split, with --similarity (default: cosine,bm25)")
-    g.add_argument("--k-grid", type=_int_list, help="neighbour counts compared, with --k (default: 10,20,40)")
+                   help="similarities compared on the validation split, with --similarity (default: cosine,bm25,ease)")
+    g.add_argument("--k-grid", type=_int_list, help="neighbour counts compared, with --k (default: 5,10,20,40)")
+    g.add_argument("--ease-l2-grid", type=_positive_float_list,
+                   help="EASE's regularisation values λ compared (default: 50,200)")
+    g.add_argument("--ease-memory-mib", type=_mebibytes, metavar="MIB",
+                   help="EASE is a candidate only if its dense books x books matrix, 16·books² bytes, fits in this "
+                        "many MiB; otherwise the selection records why it was skipped (default: 1024)")  # fmt: skip
     g.add_argument("--no-select", action="store_true",
                    help="no comparison: train and gate --similarity/--k only (no validation fits)")
     if seed:
@@ -138,9 +159,19 @@ def _shard_args(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
-    p.add_argument("--customers", type=_positive_int, default=20_000, help="(default: %(default)s)")
-    p.add_argument("--books", type=_positive_int, default=5_000, help="(default: %(default)s)")
-    p.add_argument("--orders", type=_positive_int, default=200_000, help="(default: %(default)s)")
+    p.add_argument("--shape", choices=("standard", "longtail"), default="standard",
+                   help="standard: the platform's training data; longtail: fewer orders per customer, a flatter "
+                        "popularity curve and fewer buyers per book (default: %(default)s)")  # fmt: skip
+    p.add_argument("--customers", type=_positive_int, help="(default: 20000; longtail 50000)")
+    p.add_argument("--books", type=_positive_int, help="(default: 5000; longtail 7000)")
+    p.add_argument("--orders", type=_positive_int, help="(default: 200000; longtail 120000)")
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from recommender.datagen import DatasetSpec
+
+    sizes = {k: getattr(args, k) for k in ("customers", "books", "orders") if getattr(args, k) is not None}
+    return DatasetSpec.shaped(args.shape, seed=args.seed, **sizes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,20 +290,34 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
-    from recommender.selection import DEFAULT_CANDIDATES, DEFAULT_K_GRID, Candidate, candidate_grid
+    from recommender.selection import (
+        DEFAULT_CANDIDATES,
+        DEFAULT_EASE_L2_GRID,
+        DEFAULT_K_GRID,
+        Candidate,
+        candidate_grid,
+    )
 
     default = Candidate(args.similarity, args.k)
     if args.no_select:
-        if args.candidates or args.k_grid:
-            raise InputError("--no-select trains --similarity/--k only; drop --candidates and --k-grid, or --no-select")
+        if args.candidates or args.k_grid or args.ease_l2_grid:
+            raise InputError("--no-select trains --similarity/--k only; drop --candidates, --k-grid and "
+                             "--ease-l2-grid, or --no-select")  # fmt: skip
         return (default,)
-    return candidate_grid(default, args.candidates or DEFAULT_CANDIDATES, args.k_grid or DEFAULT_K_GRID)
+    return candidate_grid(default, args.candidates or DEFAULT_CANDIDATES, args.k_grid or DEFAULT_K_GRID,
+                          args.ease_l2_grid or DEFAULT_EASE_L2_GRID)  # fmt: skip
+
+
+def _ease_memory_mib(args: argparse.Namespace) -> int:
+    from recommender.selection import DEFAULT_EASE_MEMORY_MIB
+
+    return DEFAULT_EASE_MEMORY_MIB if args.ease_memory_mib is None else int(args.ease_memory_mib)
 
 
 def _plan(args: argparse.Namespace) -> Any:
     from recommender.selection import plan_for
 
-    return plan_for(_candidates(args), _seed(args))
+    return plan_for(_candidates(args), _seed(args), ease_memory_mib=_ease_memory_mib(args))
 
 
 def _shard_index(args: argparse.Namespace) -> tuple[int, int]:
@@ -303,7 +348,8 @@ def _train(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
     if args.shards_dir is None:
         given = [f for f, v in (("--shard", args.shard), ("--shards", args.shards), ("--candidates", args.candidates),
-                                ("--k-grid", args.k_grid), ("--seed", args.seed)) if v is not None]  # fmt: skip
+                                ("--k-grid", args.k_grid), ("--seed", args.seed), ("--ease-l2-grid", args.ease_l2_grid),
+                                ("--ease-memory-mib", args.ease_memory_mib)) if v is not None]  # fmt: skip
         given += ["--no-select"] if args.no_select else []
         if given:
             raise InputError(f"{', '.join(given)} apply to sharded training only; add --shards-dir DIR")
@@ -330,10 +376,9 @@ def _run(args: argparse.Namespace) -> int:
 
     log = None if getattr(args, "quiet", False) else commands.stderr_log
     if args.command == "generate":
-        from recommender.datagen import DatasetSpec, generate
+        from recommender.datagen import generate
 
-        spec = DatasetSpec(seed=args.seed, customers=args.customers, books=args.books, orders=args.orders)
-        _print_json(generate(spec, args.out))
+        _print_json(generate(_spec(args), args.out))
     elif args.command == "train":
         _print_json(_train(args, log))
     elif args.command == "merge":
@@ -348,7 +393,8 @@ def _run(args: argparse.Namespace) -> int:
 
         _print_json(distributed.finish(
             args.orders, args.catalog, args.shards_dir, args.shards, args.out, registry=args.registry,
-            model=args.model, alias=args.alias, candidates=_candidates(args), seed=_seed(args), top_n=args.top_n,
+            model=args.model, alias=args.alias, candidates=_candidates(args), seed=_seed(args),
+            ease_memory_mib=_ease_memory_mib(args), top_n=args.top_n,
             min_lift=args.min_lift, wait_seconds=args.wait_for_shards, cleanup_dir=args.cleanup_dir,
             log=log))  # fmt: skip
     elif args.command == "evaluate":
@@ -379,13 +425,12 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "pipeline":
         _require(args, "registry", "model")
         from recommender import distributed
-        from recommender.datagen import DatasetSpec
 
-        spec = DatasetSpec(seed=args.seed, customers=args.customers, books=args.books, orders=args.orders)
+        spec = _spec(args)
         result = distributed.run_pipeline(workdir=args.workdir, registry=args.registry, model=args.model,
                                           alias=args.alias, spec=spec, candidates=_candidates(args),
-                                          min_lift=args.min_lift, top_n=args.top_n, threads=args.threads,
-                                          log=log)  # fmt: skip
+                                          min_lift=args.min_lift, ease_memory_mib=_ease_memory_mib(args),
+                                          top_n=args.top_n, threads=args.threads, log=log)  # fmt: skip
         _print_json(result)
     return EXIT_OK
 

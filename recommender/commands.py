@@ -119,6 +119,7 @@ def evaluate_artifact(
     held_model = ItemKNN(
         K=art.model.K, similarity=art.model.similarity,
         bm25_k1=float(params["bm25_k1"]), bm25_b=float(params["bm25_b"]),  # type: ignore[arg-type]
+        ease_l2=art.model.ease_l2,
     ).fit(split.train)  # fmt: skip
     report = evaluate(held_model, split, top_n)
     report["seconds"] = round(time.perf_counter() - t0, 3)

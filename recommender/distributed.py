@@ -24,7 +24,7 @@ from recommender.datagen import DatasetSpec, generate
 from recommender.errors import InputError
 from recommender.evaluate import check_gate, evaluate, split_last, split_validation
 from recommender.registry import Registry
-from recommender.selection import Candidate, plan_for, select
+from recommender.selection import DEFAULT_EASE_MEMORY_MIB, Candidate, plan_for, select
 from recommender.shards import ShardPlan, compute_shard, merge_shards, shard_path, shard_rows, verify_shard, write_shard
 
 __all__ = ["finish", "merge", "run_pipeline", "train_shard"]
@@ -89,7 +89,7 @@ def merge(
     identity = DataIdentity.of(orders, catalog)
     t0 = time.perf_counter()
     merged = merge_shards(shards_dir, identity, plan, count)
-    model = merged.model("all", default.similarity, default.k)
+    model = default.model(merged, "all")
     timings = {"merge_seconds": round(time.perf_counter() - t0, 3), "shards": merged.shards}
     digest = write_artifact(out, model, merged.item_ids, training_metadata(identity, merged.dataset, model, timings))
     if log:
@@ -136,6 +136,7 @@ def finish(
     alias: str,
     candidates: tuple[Candidate, ...],
     seed: int,
+    ease_memory_mib: int = DEFAULT_EASE_MEMORY_MIB,
     top_n: int = 10,
     min_lift: float | None = None,
     wait_seconds: float = 0.0,
@@ -155,7 +156,7 @@ def finish(
     reg = Registry(registry)
     reg.alias(model, alias)  # validates names before any work
     identity = DataIdentity.of(orders, catalog)
-    plan = plan_for(candidates, seed)
+    plan = plan_for(candidates, seed, ease_memory_mib=ease_memory_mib)
     if wait_seconds > 0:
         wait_for_shards(shards_dir, identity, plan, count, wait_seconds, log=log)
     t0 = time.perf_counter()
@@ -168,9 +169,9 @@ def finish(
     winner, selection = candidates[0], None
     if len(candidates) > 1:
         winner, selection = select(merged, candidates, split_validation(data, seed), test, top_n)
-    report = evaluate(merged.model("test", winner.similarity, winner.k), test, top_n)
+    report = evaluate(winner.model(merged, "test"), test, top_n)
     t2 = time.perf_counter()
-    final = merged.model("all", winner.similarity, winner.k)
+    final = winner.model(merged, "all")
     timings = {"merge_seconds": round(t1 - t0, 3), "evaluate_seconds": round(t2 - t1, 3), "shards": merged.shards}
     meta = {**training_metadata(identity, merged.dataset, final, timings), "metrics": report}
     if selection is not None:
@@ -197,8 +198,11 @@ def _log_evaluation(log: Log, winner: Candidate, selection: dict[str, Any] | Non
     key = f"ndcg@{top_n}"
     if selection is not None:
         for row in selection["candidates"]:
-            log(f"select: {row['similarity']:>6} k={row['k']:<3} validation {key} {row[key]:.4f} "
+            name = f"ease λ={row['l2']:g}" if row["similarity"] == "ease" else row["similarity"]
+            log(f"select: {name:>12} k={row['k']:<3} validation {key} {row[key]:.4f} "
                 f"hr@{top_n} {row[f'hr@{top_n}']:.4f}")  # fmt: skip
+        if "skipped" in selection.get("ease", {}):
+            log(f"select: {selection['ease']['skipped']}")
     ours, base = report["model"], report["popularity"]
     log(f"evaluate: {winner.similarity} k={winner.k}: test {key} {ours[key]:.4f} vs popularity {base[key]:.4f} "
         f"(lift {report['lift_ndcg']:+.1%}), hr@{top_n} {ours[f'hr@{top_n}']:.4f}")  # fmt: skip
@@ -213,6 +217,7 @@ def run_pipeline(
     spec: DatasetSpec,
     candidates: tuple[Candidate, ...],
     min_lift: float,
+    ease_memory_mib: int = DEFAULT_EASE_MEMORY_MIB,
     top_n: int = 10,
     threads: int = 2,
     log: Log | None = stderr_log,
@@ -224,8 +229,8 @@ def run_pipeline(
     if log:
         log(f"generate: {spec.orders} orders, {spec.customers} customers, {spec.books} books -> {data_dir}")
     orders, catalog = data_dir / "orders.csv", data_dir / "catalog.csv"
-    plan = plan_for(candidates, spec.seed)
+    plan = plan_for(candidates, spec.seed, ease_memory_mib=ease_memory_mib)
     train_shard(orders, catalog, workdir / "shards", plan, 0, 1, threads=threads, log=log)
     return finish(orders, catalog, workdir / "shards", 1, workdir / "artifact", registry=registry, model=model,
-                  alias=alias, candidates=candidates, seed=spec.seed, top_n=top_n, min_lift=min_lift,
-                  log=log)  # fmt: skip
+                  alias=alias, candidates=candidates, seed=spec.seed, ease_memory_mib=ease_memory_mib, top_n=top_n,
+                  min_lift=min_lift, log=log)  # fmt: skip

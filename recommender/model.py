@@ -21,9 +21,10 @@ from recommender.files import write_npz
 from recommender.knn_fit import top_k_neighbours
 from recommender.topk import csr_rows, csr_topk, csr_view
 
-__all__ = ["SIMILARITIES", "ItemKNN", "Weights", "binary"]
+__all__ = ["MODEL_KINDS", "SIMILARITIES", "ItemKNN", "Weights", "binary"]
 
-SIMILARITIES = ("cosine", "bm25", "tfidf")
+SIMILARITIES = ("cosine", "bm25", "tfidf")  # item-kNN weightings of the co-purchase product
+MODEL_KINDS = (*SIMILARITIES, "ease")  # plus EASE's closed-form weights (`recommender.ease`)
 MODEL_FILE = "model.npz"
 
 ProgressFn = Callable[[int, int], None]
@@ -128,16 +129,20 @@ class ItemKNN:
         similarity: str = "cosine",
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
+        ease_l2: float = 0.0,  # EASE's λ; used (and required > 0) only with similarity="ease"
         num_threads: int = 2,
     ) -> None:
         if K < 1:
             raise InputError(f"--k must be >= 1, got {K}")
-        if similarity not in SIMILARITIES:
-            raise InputError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+        if similarity not in MODEL_KINDS:
+            raise InputError(f"--similarity must be one of {', '.join(MODEL_KINDS)}, got {similarity!r}")
+        if similarity == "ease" and not ease_l2 > 0:
+            raise InputError(f"EASE needs a regularisation λ > 0, got {ease_l2}")
         self.K = K
         self.similarity = similarity
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
+        self.ease_l2 = float(ease_l2) if similarity == "ease" else 0.0
         self.num_threads = max(1, num_threads)
         self.neighbours = np.zeros((0, K), dtype=np.int32)
         self.scores = np.zeros((0, K), dtype=np.float32)
@@ -149,7 +154,16 @@ class ItemKNN:
         return int(self.popularity.size)
 
     def params(self) -> dict[str, object]:
-        return {"K": self.K, "similarity": self.similarity, "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
+        out: dict[str, object] = {"K": self.K, "similarity": self.similarity, "bm25_k1": self.bm25_k1,
+                                  "bm25_b": self.bm25_b}  # fmt: skip
+        if self.similarity == "ease":  # only then: item-kNN artifacts keep their bytes and version ids
+            out["ease_l2"] = self.ease_l2
+        return out
+
+    def param_array(self) -> np.ndarray:
+        """The numeric parameters as stored in model.npz: K, bm25_k1, bm25_b[, ease_l2]."""
+        extra = [self.ease_l2] if self.similarity == "ease" else []
+        return np.array([self.K, self.bm25_k1, self.bm25_b, *extra], dtype=np.float64)
 
     # -- training -------------------------------------------------------------------------
 
@@ -171,6 +185,15 @@ class ItemKNN:
         """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase).
         `by_book`: the same purchases as binary books x customers, if the caller has it (the
         parse cache does), saves converting one into the other."""
+        if self.similarity == "ease":
+            from recommender.ease import ease_top_k
+
+            x = sp.csr_matrix(user_items)
+            x.sum_duplicates()
+            self.popularity = np.bincount(x.indices, minlength=x.shape[1]).astype(np.int64)  # buyers per book
+            self.neighbours, self.scores = ease_top_k(user_items, self.ease_l2, self.K)
+            self._sim = None
+            return self
         x = binary(user_items)
         xt = x.tocsc().T if by_book is None else by_book
         weights = self.weighting(x, xt)
@@ -262,15 +285,18 @@ class ItemKNN:
     def save(self, directory: Path, extra: dict[str, np.ndarray] | None = None) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / MODEL_FILE
-        params = np.array([self.K, self.bm25_k1, self.bm25_b], dtype=np.float64)
-        arrays = {**self.arrays(), "params": params, "similarity": np.array(self.similarity), **(extra or {})}
+        arrays = {**self.arrays(), "params": self.param_array(), "similarity": np.array(self.similarity),
+                  **(extra or {})}  # fmt: skip
         write_npz(path, arrays)
         return path
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ItemKNN:
-        k, k1, b = (float(v) for v in arrays["params"])
-        model = cls(K=int(k), similarity=str(arrays["similarity"]), bm25_k1=k1, bm25_b=b)
+        values = [float(v) for v in arrays["params"]]
+        if len(values) not in (3, 4):
+            raise InputError(f"model params hold {len(values)} values, expected K, bm25_k1, bm25_b[, ease_l2]")
+        k, k1, b, l2 = (*values, 0.0)[:4]
+        model = cls(K=int(k), similarity=str(arrays["similarity"]), bm25_k1=k1, bm25_b=b, ease_l2=l2)
         model.neighbours = arrays["neighbours"].astype(np.int32, copy=False)
         model.scores = arrays["scores"].astype(np.float32, copy=False)
         model.popularity = arrays["popularity"].astype(np.int64, copy=False)

@@ -32,6 +32,7 @@ from recommender import __version__
 from recommender.cpuclock import cpu_timer
 from recommender.data import Interactions
 from recommender.datacache import DataIdentity
+from recommender.ease import ease_skip_reason, ease_top_k
 from recommender.errors import InputError
 from recommender.evaluate import holdout_masks
 from recommender.files import write_npz
@@ -40,10 +41,10 @@ from recommender.knn_fit import top_k_neighbours
 from recommender.model import SIMILARITIES, ItemKNN
 from recommender.topk import csr_from_triples, csr_topk
 
-__all__ = ["SPLITS", "MergedFits", "ShardPlan", "compute_shard", "merge_shards", "parse_shard", "shard_path",
-           "shard_rows", "verify_shard"]  # fmt: skip
+__all__ = ["SPLITS", "MergedFits", "ShardPlan", "compute_shard", "ease_fit_name", "ease_owner", "merge_shards",
+           "parse_shard", "shard_path", "shard_rows", "verify_shard"]  # fmt: skip
 
-SHARD_FORMAT = 1  # bump when what a shard holds, or how it is computed, changes
+SHARD_FORMAT = 2  # bump when what a shard holds, or how it is computed, changes
 SPLITS = ("all", "test", "validation")  # all orders; the test split's training part; validation's
 ProgressFn = Callable[[int, int], None]
 
@@ -61,6 +62,8 @@ class ShardPlan:
     seed: int = 0  # seed of the random test/validation split when orders have no timestamps
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    ease_l2: tuple[float, ...] = ()  # EASE's λ values (none: no EASE fits); see `ease_fits`
+    ease_memory_mib: int = 1024  # EASE runs only if its dense matrix fits (`ease.ease_skip_reason`)
 
     def __post_init__(self) -> None:
         sims = tuple(s for s in SIMILARITIES if s in self.similarities)
@@ -71,14 +74,38 @@ class ShardPlan:
             raise InputError(f"splits must include 'all' and be among {', '.join(SPLITS)}, got {list(self.splits)}")
         if self.kmax < 1:
             raise InputError(f"--k must be >= 1, got {self.kmax}")
+        if any(not v > 0 for v in self.ease_l2) or self.ease_memory_mib < 0:
+            raise InputError(f"--ease-l2-grid values must be > 0 and --ease-memory-mib >= 0, got "
+                             f"{list(self.ease_l2)} and {self.ease_memory_mib}")  # fmt: skip
         object.__setattr__(self, "similarities", sims)
         object.__setattr__(self, "splits", splits)
+        object.__setattr__(self, "ease_l2", tuple(sorted({float(v) for v in self.ease_l2})))
 
     def fits(self) -> list[tuple[str, str]]:
+        """The item-kNN fits: every shard computes its part of each."""
         return [(split, sim) for split in self.splits for sim in self.similarities]
 
+    def ease_fits(self, n_items: int) -> list[tuple[str, float]]:
+        """The EASE fits for a catalogue of `n_items` books (none when it would not fit the memory
+        budget). Each is computed whole by one shard (`ease_owner`): its dense inverse is the
+        cost, so no two processes repeat one."""
+        if not self.ease_l2 or ease_skip_reason(n_items, self.ease_memory_mib) is not None:
+            return []
+        return [(split, l2) for split in self.splits for l2 in self.ease_l2]
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "similarities": list(self.similarities), "splits": list(self.splits)}
+        return {**asdict(self), "similarities": list(self.similarities), "splits": list(self.splits),
+                "ease_l2": list(self.ease_l2)}  # fmt: skip
+
+
+def ease_fit_name(l2: float) -> str:
+    """The key of an EASE fit in shard files and `MergedFits` (e.g. 'ease:200')."""
+    return f"ease:{l2:g}"
+
+
+def ease_owner(position: int, count: int) -> int:
+    """The shard that computes the `position`-th EASE fit of the plan: round robin."""
+    return position % count
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -160,6 +187,10 @@ def compute_shard(
         arrays[f"idx.{split}.{sim}"], arrays[f"val.{split}.{sim}"] = idx[:stored], val[:stored]
         if progress:
             progress(done, len(fits))
+    for pos, (split, l2) in enumerate(plan.ease_fits(n)):
+        if ease_owner(pos, count) == index:  # a whole fit: all books' rows over all columns
+            name = ease_fit_name(l2)
+            arrays[f"idx.{split}.{name}"], arrays[f"val.{split}.{name}"] = ease_top_k(matrices[split][0], l2, plan.kmax)
     header = {
         **_identity_doc(identity, plan, index, count),
         "rows": [a, b],
@@ -247,6 +278,24 @@ def _fit_arrays(npz: Any, path: Path, header: dict[str, Any], plan: ShardPlan, s
     return idx, val
 
 
+def _ease_arrays(npz: Any, path: Path, header: dict[str, Any], plan: ShardPlan, split: str,
+                 name: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A whole EASE fit held by its one owner shard: every book's list, distinct other books."""
+    try:
+        idx, val = npz[f"idx.{split}.{name}"], npz[f"val.{split}.{name}"]
+    except Exception as err:
+        raise _corrupt(path, err) from err
+    n = header["n_items"]
+    shape = (n, plan.kmax)
+    if idx.shape != shape or val.shape != shape or idx.dtype != np.int32 or val.dtype != np.float32:
+        raise InputError(f"shard file {path} is corrupt: {split}/{name} arrays are {idx.shape}, expected {shape}")
+    srt = np.sort(idx, axis=1)
+    own = idx == np.arange(n)[:, None]
+    if (idx < -1).any() or (idx >= n).any() or own.any() or ((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any():
+        raise InputError(f"shard file {path} is corrupt: {split}/{name} neighbours outside the catalogue")
+    return idx, val
+
+
 def _array(npz: Any, path: Path, name: str) -> np.ndarray:
     try:
         return np.asarray(npz[name])
@@ -265,6 +314,9 @@ def verify_shard(path: Path, identity: DataIdentity, plan: ShardPlan, index: int
         _check_header(header, path, identity, plan, index, count)
         for split, sim in plan.fits():
             _fit_arrays(npz, path, header, plan, split, sim)
+        for pos, (split, l2) in enumerate(plan.ease_fits(header["n_items"])):
+            if ease_owner(pos, count) == index:
+                _ease_arrays(npz, path, header, plan, split, ease_fit_name(l2))
         for name in ("item_ids", *(f"popularity.{s}" for s in plan.splits)):
             _array(npz, path, name)
     return header
@@ -319,14 +371,21 @@ class MergedFits:
     fits: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     shards: list[dict[str, Any]] = field(default_factory=list)  # per shard: rows, timings, memory
 
-    def model(self, split: str, similarity: str, k: int) -> ItemKNN:
-        """The model of one split, similarity and k <= kmax (top-k is a prefix of top-kmax)."""
-        if (split, similarity) not in self.fits or not 1 <= k <= self.plan.kmax:
-            have = ", ".join(self.plan.similarities)
-            raise InputError(f"the shards hold no {split} fit for --similarity {similarity} --k {k}"
+    @property
+    def ease_skipped(self) -> str | None:
+        """Why the plan's EASE fits were not computed (None: computed, or none planned)."""
+        return ease_skip_reason(len(self.item_ids), self.plan.ease_memory_mib) if self.plan.ease_l2 else None
+
+    def model(self, split: str, similarity: str, k: int, l2: float = 0.0) -> ItemKNN:
+        """The model of one split, similarity (with λ = `l2` for EASE) and k <= kmax (top-k is a
+        prefix of top-kmax)."""
+        key = ease_fit_name(l2) if similarity == "ease" else similarity
+        if (split, key) not in self.fits or not 1 <= k <= self.plan.kmax:
+            have = ", ".join([*self.plan.similarities, *sorted({n for _, n in self.fits if n.startswith("ease")})])
+            raise InputError(f"the shards hold no {split} fit for --similarity {key} --k {k}"
                              f" (they have {have} up to k={self.plan.kmax})")  # fmt: skip
-        idx, val = self.fits[(split, similarity)]
-        model = ItemKNN(K=k, similarity=similarity, bm25_k1=self.plan.bm25_k1, bm25_b=self.plan.bm25_b)
+        idx, val = self.fits[(split, key)]
+        model = ItemKNN(K=k, similarity=similarity, bm25_k1=self.plan.bm25_k1, bm25_b=self.plan.bm25_b, ease_l2=l2)
         model.neighbours = np.ascontiguousarray(idx[:, :k])
         model.scores = np.ascontiguousarray(val[:, :k])
         model.popularity = self.popularity[split]
@@ -375,6 +434,9 @@ def merge_shards(directory: Path, identity: DataIdentity, plan: ShardPlan, count
             parts = [(h, *_fit_arrays(npz, path, h, plan, split, sim))
                      for npz, h, path in zip(npzs, headers, paths, strict=True)]  # fmt: skip
             fits[(split, sim)] = _merge_fit(parts, n, plan.kmax, paths)
+        for pos, (split, l2) in enumerate(plan.ease_fits(n)):  # whole fits: taken from their owner
+            owner, name = ease_owner(pos, count), ease_fit_name(l2)
+            fits[(split, name)] = _ease_arrays(npzs[owner], paths[owner], headers[owner], plan, split, name)
     shards = [{"rows": h["rows"], "timings": h.get("timings"), "peak_memory_mib": h.get("peak_memory_mib")}
               for h in headers]  # fmt: skip
     return MergedFits(plan, item_ids, dict(first["dataset"]), popularity, fits, shards)

@@ -111,6 +111,12 @@ def test_values_arrive_as_strings_like_the_cli_sends_them() -> None:
             "ml-platform:recommenderMaxReplicas = 0 is not allowed: >= recommenderMinReplicas (2)",
         ),
         ({"recommenderRetrainSchedule": "every night"}, "a 5-field cron expression"),
+        (
+            {"recommenderEaseMemory": "1536Mi"},
+            "ml-platform:recommenderEaseMemory = '1536Mi' is not allowed: a quantity from 0 to half of "
+            "recommenderTrainingMemory (1Gi)",
+        ),
+        ({"recommenderEaseMemory": "lots"}, "ml-platform:recommenderEaseMemory = 'lots' is not allowed"),
         ({"gpuTimeSlicingReplicas": "0"}, "an integer from 1 (off) to 32"),
         ({"eksVpcCidr": "10.0.0.0/8"}, "an IPv4 CIDR from /16 to /20"),
         ({"eksGpuNodesDesired": "5"}, "between eksGpuNodesMin (0) and eksGpuNodesMax (2)"),

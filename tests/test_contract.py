@@ -32,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from mlplatform.capture import Capture
+from mlplatform.capture import Capture, capture_stack
+from mlplatform.config import RecommenderConfig
 from tests.k8s_env import JOBSET_NAME_LABEL, jobset_steps
 from tests.podrun import ContainerRun, container_run, find_workload
 
@@ -267,6 +268,35 @@ def test_the_jobset_promotes_the_model_single_process_training_promotes(
     version, model = promoted(registry, scratch)
     assert version == trained["version"]
     assert model == trained["model"]
+    # The stack's EASE budget reached the workers and finish: the platform's 5,000 books fit it,
+    # so EASE competed in the selection recorded with the version.
+    selection = json.loads((registry / MODEL / "versions" / version / "metadata.json").read_text())["selection"]
+    assert selection["ease"]["memory_budget_mib"] == RecommenderConfig().ease_memory_mib == 1024
+    assert selection["ease"]["included"] is True
+    assert any(row["similarity"] == "ease" for row in selection["candidates"])
+
+
+def test_the_ease_budget_is_one_flag_the_workers_and_finish_agree_on() -> None:
+    """recommenderEaseMemory goes to every step that plans shards, as --ease-memory-mib in MiB; the
+    recommender's own parser turns each step's args into the same plan, with that budget."""
+    from recommender.cli import _plan, build_parser
+    from recommender.ease import ease_skip_reason
+
+    capture = capture_stack("dev", {"recommenderEaseMemory": "256Mi"})
+    manifest = training(capture, "JobSet")
+    plans = []
+    for template, step in enumerate(jobset_steps(manifest)):
+        if step.name == "prepare":
+            continue
+        args = list(container_run(manifest, template=template).args or ())
+        assert args[args.index("--ease-memory-mib") + 1] == "256", (step.name, args)
+        plans.append(_plan(build_parser().parse_args(args)))
+    assert len(plans) == 2 and plans[0] == plans[1] and plans[0].ease_memory_mib == 256
+    # At 256 MiB the platform's 5,000 books (16·5000² bytes = 381 MiB) skip EASE; 1Gi fits them.
+    assert ease_skip_reason(5_000, 256) is not None and ease_skip_reason(5_000, 1024) is None
+    one_worker = capture_stack("dev", {"recommenderEaseMemory": "512Mi", "recommenderTrainingWorkers": 1})
+    args = list(container_run(training(one_worker, "Job")).args or ())
+    assert build_parser().parse_args(args).ease_memory_mib == 512
 
 
 def wait_for_output(pod: LocalPod, timeout: float = 60) -> str:

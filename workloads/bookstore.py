@@ -49,7 +49,9 @@ SHARD_WAIT_SECONDS = 3600
 TARGET_RPS_PER_POD = 500.0
 
 
-def pipeline_args(*, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000) -> list[str]:
+def pipeline_args(
+    *, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000, ease_memory_mib: int = 1024
+) -> list[str]:
     """generate -> train -> evaluate (gate) -> register -> promote; idempotent for a retried pod."""
     return [
         "pipeline",
@@ -62,12 +64,19 @@ def pipeline_args(*, seed: int = 42, customers: int = 20_000, books: int = 5_000
         "--books", str(books),
         "--orders", str(orders),
         "--k", "20",
+        "--ease-memory-mib", str(ease_memory_mib),
         "--min-lift", "0.1",
     ]  # fmt: skip
 
 
 def distributed_steps(
-    workers: int, *, seed: int = 42, customers: int = 20_000, books: int = 5_000, orders: int = 200_000
+    workers: int,
+    *,
+    seed: int = 42,
+    customers: int = 20_000,
+    books: int = 5_000,
+    orders: int = 200_000,
+    ease_memory_mib: int = 1024,
 ) -> DistributedSteps:
     """The pipeline split across ``workers``: generate once, train one shard each, then finish
     (merge -> select -> evaluate (gate) -> register -> promote). Every step is idempotent: a
@@ -79,6 +88,7 @@ def distributed_steps(
         "--shards-dir", f"{RUN_DIR}/shards",
         "--shards", str(workers),
         "--k", "20",
+        "--ease-memory-mib", str(ease_memory_mib),  # part of the plan: workers and finish must agree
     ]  # fmt: skip
     prepare = [
         "generate",
@@ -162,9 +172,11 @@ def deploy_bookstore(platform: Platform) -> Bookstore:
         image=image.image_ref,
         image_version=image.tag,
         command=COMMAND,
-        args=pipeline_args(),
+        args=pipeline_args(ease_memory_mib=rec.ease_memory_mib),
         workers=rec.training_workers,
-        steps=distributed_steps(rec.training_workers) if rec.training_workers > 1 else None,
+        steps=distributed_steps(rec.training_workers, ease_memory_mib=rec.ease_memory_mib)
+        if rec.training_workers > 1
+        else None,
         queue=team.local_queue_name_value,
         cpu=rec.training_cpu,
         memory=rec.training_memory,

@@ -89,3 +89,44 @@ def test_times_increase_per_customer(small_data: Path) -> None:
 def test_bad_spec_names_the_flag(tmp_path: Path, spec: DatasetSpec, field: str) -> None:
     with pytest.raises(InputError, match=field):
         generate(spec, tmp_path)
+
+
+def _shape(spec: DatasetSpec) -> dict[str, float]:
+    """Measured on the generated orders: orders per customer and how long the popularity tail is."""
+    from recommender.datagen import generate_arrays
+
+    customer, book, _ = generate_arrays(spec)
+    buyers = np.bincount(np.unique(customer.astype(np.int64) * spec.books + book) % spec.books, minlength=spec.books)
+    ranked = np.sort(buyers)[::-1]
+    per_customer = np.bincount(customer)[np.bincount(customer) > 0]
+    return {
+        "orders_per_customer": float(per_customer.mean()),
+        "median_orders": float(np.median(per_customer)),
+        "tail_share": float(ranked[spec.books // 5 :].sum() / ranked.sum()),  # sales outside the top fifth
+        "buyers_per_book": float(buyers.mean()),
+        "rare_books": float((buyers < 5).mean()),  # books fewer than 5 customers bought
+    }
+
+
+def test_longtail_shape_is_measured_not_assumed() -> None:
+    standard, longtail = _shape(DatasetSpec.shaped("standard")), _shape(DatasetSpec.shaped("longtail"))
+    assert DatasetSpec.shaped("standard") == DatasetSpec()  # the standard shape is the platform's data
+    # Fewer orders per customer: about a third on average, median 2 against 6.
+    assert longtail["orders_per_customer"] < 0.4 * standard["orders_per_customer"]
+    assert longtail["median_orders"] <= standard["median_orders"] / 2
+    # A longer tail: more of the sales outside the top fifth of books, fewer buyers per book and
+    # more books that almost nobody buys.
+    assert longtail["tail_share"] > standard["tail_share"] + 0.05
+    assert longtail["buyers_per_book"] < 0.6 * standard["buyers_per_book"]
+    assert longtail["rare_books"] > 2 * standard["rare_books"]
+
+
+def test_shape_is_chosen_by_a_generator_option(tmp_path: Path) -> None:
+    from recommender.cli import main
+
+    assert main(["generate", "--out", str(tmp_path), "--shape", "longtail", "--customers", "300", "--books", "50",
+                 "--orders", "900"]) == 0  # fmt: skip
+    spec = json.loads((tmp_path / "manifest.json").read_text())["spec"]
+    assert (spec["shape"], spec["zipf_exponent"], spec["books"]) == ("longtail", 0.7, 50)
+    with pytest.raises(InputError, match="--shape must be one of standard, longtail"):
+        DatasetSpec.shaped("flat")
