@@ -110,7 +110,7 @@ def test_shards_of_every_candidate_merge_to_the_one_process_fit(small_data: Path
         for cand in grid:
             if cand.k != plan.kmax:
                 continue
-            one = ItemKNN(K=cand.k, similarity=cand.similarity, ease_l2=cand.l2).fit(matrices[split])
+            one = ItemKNN(K=cand.k, similarity=cand.similarity, ease_l2=cand.l2).fit(matrices[split][0])
             got = cand.model(merged, split)
             assert got.neighbours.tobytes() == one.neighbours.tobytes(), (split, cand)
             assert got.scores.tobytes() == one.scores.tobytes(), (split, cand)
