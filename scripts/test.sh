@@ -29,4 +29,6 @@ fi
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy mlplatform workloads recommender policy
 echo "== pytest"
-python -m pytest --cov --cov-report=term "$@"
+# One worker per core, at most 4 (each renders the stacks its modules need); PYTEST_WORKERS overrides
+# (0 = in this process, e.g. for pdb).
+python -m pytest -n "${PYTEST_WORKERS:-auto}" --maxprocesses 4 --cov --cov-report=term "$@"
