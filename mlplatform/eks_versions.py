@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .versions import CLUSTER_AUTOSCALER_IMAGE
+from .versions import CURRENT
 
 __all__ = ["EKS_RELEASES", "EksRelease", "eks_release", "minor", "upgrade_path", "upgrade_refusal"]
 
@@ -66,7 +66,7 @@ EKS_RELEASES: dict[str, EksRelease] = {
     "1.34": EksRelease(
         addons={**_SHARED_ADDONS, "kube-proxy": "v1.34.1-eksbuild.2", "coredns": "v1.12.4-eksbuild.1"},
         node_ami_release="1.34.9-20260714",
-        autoscaler_image_tag=CLUSTER_AUTOSCALER_IMAGE[1],
+        autoscaler_image_tag=CURRENT.cluster_autoscaler_image[1],
     ),
 }
 

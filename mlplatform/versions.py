@@ -17,21 +17,11 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
-    "CLUSTER_AUTOSCALER",
-    "CLUSTER_AUTOSCALER_IMAGE",
     "COMPONENT_VERSIONS",
     "CURRENT",
-    "DCGM_EXPORTER",
-    "FAKE_GPU_OPERATOR",
     "FAKE_GPU_OPERATOR_INIT_IMAGE",
-    "JOBSET",
-    "JOBSET_IMAGE",
     "KIND_NODE_IMAGE",
     "KUBERNETES_VERSION",
-    "KUEUE",
-    "KUEUE_IMAGE",
-    "METRICS_SERVER",
-    "NVIDIA_DEVICE_PLUGIN",
     "PREVIOUS",
     "PSA_VERSION",
     "Chart",
@@ -240,18 +230,5 @@ PREVIOUS = dataclasses.replace(
 # ml-platform:componentVersions -> the pins it deploys.
 COMPONENT_VERSIONS: dict[str, ComponentVersions] = {table.name: table for table in (CURRENT, PREVIOUS)}
 
-# The current pins under their historical names.
-NVIDIA_DEVICE_PLUGIN = CURRENT.nvidia_device_plugin
-NVIDIA_DEVICE_PLUGIN_IMAGE = CURRENT.nvidia_device_plugin_image
-DCGM_EXPORTER = CURRENT.dcgm_exporter
-DCGM_EXPORTER_IMAGE = CURRENT.dcgm_exporter_image
-KUEUE = CURRENT.kueue
-KUEUE_IMAGE = CURRENT.kueue_image
-METRICS_SERVER = CURRENT.metrics_server
-CLUSTER_AUTOSCALER = CURRENT.cluster_autoscaler
-CLUSTER_AUTOSCALER_IMAGE = CURRENT.cluster_autoscaler_image
-JOBSET = CURRENT.jobset
-JOBSET_IMAGE = CURRENT.jobset_image
-FAKE_GPU_OPERATOR = CURRENT.fake_gpu_operator
 # The simulator's status-exporter init container (chmod of its host directory): the chart's own default tag.
 FAKE_GPU_OPERATOR_INIT_IMAGE = ("ubuntu", "24.04")

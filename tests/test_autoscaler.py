@@ -21,7 +21,7 @@ from mlplatform import capture as capture_module
 from mlplatform.capture import Capture, CapturedResource, capture_stack
 from mlplatform.cluster.eks_autoscaler import PROVISIONING_REQUEST_CRD, provisioning_request_crd
 from mlplatform.cluster.pools import POOL_LABEL
-from mlplatform.versions import CLUSTER_AUTOSCALER, CLUSTER_AUTOSCALER_IMAGE
+from mlplatform.versions import CURRENT
 from tests.stacks import EKS_FROM_HERE
 from tests.validation import UPSTREAM, unknown_release_keys, validate_manifest
 
@@ -77,10 +77,10 @@ def reaches(capture: Capture, start: CapturedResource, target: str) -> bool:
 def test_the_autoscaler_is_pinned_and_its_values_exist_in_the_chart(eks: Capture) -> None:
     props = release(eks, "cluster-autoscaler").props
     assert (props["chart"], props["version"], props["namespace"]) == ("cluster-autoscaler", "9.53.0", "kube-system")
-    assert props["repositoryOpts"]["repo"] == CLUSTER_AUTOSCALER.repo == "https://kubernetes.github.io/autoscaler"
+    assert props["repositoryOpts"]["repo"] == CURRENT.cluster_autoscaler.repo == "https://kubernetes.github.io/autoscaler"
     chart = yaml.safe_load((UPSTREAM / "cluster-autoscaler-9.53.0" / "Chart.yaml").read_text())
     # The image is the chart's own appVersion, whose minor is the cluster's.
-    assert props["values"]["image"]["tag"] == CLUSTER_AUTOSCALER_IMAGE[1] == f"v{chart['appVersion']}"
+    assert props["values"]["image"]["tag"] == CURRENT.cluster_autoscaler_image[1] == f"v{chart['appVersion']}"
     assert chart["appVersion"].startswith("1.34.")
     assert unknown_release_keys(props["chart"], props["values"], props["version"]) == []
     misspelt = {**props["values"], "autoDiscovery": {"clusterNam": "x"}}

@@ -168,7 +168,8 @@ def test_every_pinned_minor_has_matching_versions_and_a_one_step_path_from_the_p
         assert release.addons["kube-proxy"].startswith(f"v{version}."), "kube-proxy follows the minor"
         assert release.node_ami_release.startswith(f"{version}."), "the AMI release carries its kubelet"
         assert release.autoscaler_image_tag.startswith(f"v{version}."), "cluster-autoscaler matches the minor"
-    assert EKS_RELEASES[versions.KUBERNETES_VERSION].autoscaler_image_tag == versions.CLUSTER_AUTOSCALER_IMAGE[1]
+    pinned_tag = versions.CURRENT.cluster_autoscaler_image[1]
+    assert EKS_RELEASES[versions.KUBERNETES_VERSION].autoscaler_image_tag == pinned_tag
     assert file_config("eks")["ml-platform:kubernetesVersion"] in EKS_RELEASES
     assert KEYS["kubernetesVersion"].default == versions.KUBERNETES_VERSION
 

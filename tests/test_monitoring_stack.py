@@ -17,8 +17,8 @@ from mlplatform import capture
 from mlplatform.capture import SECRET_SIG, Capture, run_under_mocks, stack_file_config
 from mlplatform.config import parse_config
 from mlplatform.monitoring import MONITORING_NAMESPACE, MonitoringArgs, gpu_usage
-from mlplatform.monitoring.versions import KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER, PROMETHEUS_COMMUNITY_REPO
 from mlplatform.program import Platform
+from mlplatform.versions import CURRENT, PROMETHEUS_COMMUNITY_REPO
 from stack import build as build_stack
 from tests.validation import validate_manifest
 from workloads.bookstore_monitoring import dashboard, requests_per_second_metric, serving_rules
@@ -84,7 +84,7 @@ def test_monitoring_off_creates_no_monitor_rule_or_stack(off: Capture) -> None:
 
 
 def test_charts_are_pinned_from_the_official_repository(on: Capture) -> None:
-    for chart in (KUBE_PROMETHEUS_STACK, PROMETHEUS_ADAPTER):
+    for chart in (CURRENT.kube_prometheus_stack, CURRENT.prometheus_adapter):
         release = _release(on, chart.name)
         assert release["version"] == chart.version and release["repositoryOpts"]["repo"] == PROMETHEUS_COMMUNITY_REPO
         assert release["namespace"] == MONITORING_NAMESPACE and release["atomic"] is True

@@ -127,7 +127,7 @@ def test_the_cluster_decides_real_or_simulated_and_eks_renders_exactly_as_before
 
 def test_the_simulator_is_pinned_chart_and_images(dev: Capture) -> None:
     simulator = releases(dev)[SIMULATOR]
-    assert (simulator["chart"], simulator["version"]) == (versions.FAKE_GPU_OPERATOR.name, "0.2.0")
+    assert (simulator["chart"], simulator["version"]) == (versions.CURRENT.fake_gpu_operator.name, "0.2.0")
     values = simulator["values"]
     for key, component in [("devicePlugin", "device-plugin"), ("statusUpdater", "status-updater"),
                            ("topologyServer", "topology-server"), ("statusExporter", "status-exporter")]:  # fmt: skip
@@ -253,7 +253,7 @@ def test_readme_states_the_memory_dev_requests_for_simulated_gpus_and_monitoring
 
 
 def test_the_simulator_values_are_checked_against_the_chart_of_its_published_version() -> None:
-    chart = versions.FAKE_GPU_OPERATOR.name
+    chart = versions.CURRENT.fake_gpu_operator.name
     # The chart in git says 0.0.1 ("replaced during CD"); the vendored values are those of tag v0.2.0.
     with pytest.raises(SchemaError, match=r"the vendored values are of 0\.2\.0"):
         unknown_release_keys(chart, {}, "0.0.1")
