@@ -29,6 +29,7 @@ import scipy.linalg.lapack as lapack
 import scipy.sparse as sp
 
 from recommender.errors import InputError
+from recommender.model import binary
 from recommender.topk import csr_topk
 
 __all__ = ["EASE_BYTES_PER_CELL", "ease_bytes", "ease_skip_reason", "ease_top_k", "ease_weights", "inverse_gram"]
@@ -51,13 +52,6 @@ def ease_skip_reason(n_items: int, budget_mib: int) -> str | None:
             f"books x books matrix, over the --ease-memory-mib budget of {budget_mib} MiB")  # fmt: skip
 
 
-def _binary(user_items: sp.spmatrix) -> sp.csr_matrix:
-    x = sp.csr_matrix(user_items, dtype=np.float64)
-    x.sum_duplicates()
-    x.data[:] = 1.0
-    return x
-
-
 def inverse_gram(user_items: sp.spmatrix, l2: float) -> np.ndarray:
     """The lower triangle of P = (XᵀX + λI)⁻¹ as a dense float64 array (upper triangle: garbage).
 
@@ -66,7 +60,7 @@ def inverse_gram(user_items: sp.spmatrix, l2: float) -> np.ndarray:
     """
     if not l2 > 0:
         raise InputError(f"--ease-l2-grid values must be > 0, got {l2}")
-    x = _binary(user_items)
+    x = binary(user_items).astype(np.float64)  # any non-zero as one purchase
     gram = (x.T @ x).tocsc()  # books x books, symmetric
     n = gram.shape[0]
     dense = gram.toarray(order="F")

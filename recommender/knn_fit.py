@@ -292,4 +292,3 @@ def top_k_neighbours(
             if progress:
                 progress(total, total)
     return idx, val
-    return idx, val

@@ -172,29 +172,20 @@ class ItemKNN:
         Shards call this too, so every shard weighs alike."""
         return Weights.of(x, xt, self.similarity, self.bm25_k1, self.bm25_b)
 
-    def weights(self, user_items: sp.spmatrix, *, csc: sp.csc_matrix | None = None) -> sp.csc_matrix:
-        """Customer x book weights whose column dot products are the similarity (any non-zero
-        counts as one purchase); `csc`, if given, is the binary matrix's tocsc()."""
-        x = binary(user_items)
-        xt = (x.tocsc() if csc is None else csc).T
-        return self.weighting(x, xt).by_book(xt).T
-
     def fit(
         self, user_items: sp.spmatrix, *, progress: ProgressFn | None = None, by_book: sp.csr_matrix | None = None
     ) -> ItemKNN:
         """Learn neighbours from a customer x book matrix (any non-zero counts as a purchase).
         `by_book`: the same purchases as binary books x customers, if the caller has it (the
         parse cache does), saves converting one into the other."""
+        x = binary(user_items)  # never writes the caller's matrix
         if self.similarity == "ease":
             from recommender.ease import ease_top_k
 
-            x = sp.csr_matrix(user_items)
-            x.sum_duplicates()
             self.popularity = np.bincount(x.indices, minlength=x.shape[1]).astype(np.int64)  # buyers per book
-            self.neighbours, self.scores = ease_top_k(user_items, self.ease_l2, self.K)
+            self.neighbours, self.scores = ease_top_k(x, self.ease_l2, self.K)
             self._sim = None
             return self
-        x = binary(user_items)
         xt = x.tocsc().T if by_book is None else by_book
         weights = self.weighting(x, xt)
         self.popularity = np.diff(xt.indptr).astype(np.int64)  # buyers per book
