@@ -197,7 +197,7 @@ class StackPlan:
 
     @property
     def versions_change(self) -> bool:
-        return any(r.old != r.new or r.images for r in self.releases)
+        return bool(self.releases)  # _release_change keeps only releases whose version or images change
 
     @property
     def deletes_crds(self) -> list[CrdChange]:

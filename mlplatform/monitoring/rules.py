@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import KEYS
 from ..objects import MANAGED_BY
 from . import gpu_usage, team_queries
 from .scrape import MONITORING_API_VERSION
@@ -20,9 +21,9 @@ from .values import SERVICE_MONITOR_LABELS
 
 __all__ = ["GPU_IDLE_MINUTES", "GPU_IDLE_PERCENT", "alert", "platform_rules", "prometheus_rule", "team_idle_alert"]
 
-# Defaults of ml-platform:gpuIdleAlertPercent and gpuIdleAlertMinutes (mlplatform/config.py).
-GPU_IDLE_PERCENT = 10
-GPU_IDLE_MINUTES = 30
+# Defaults of ml-platform:gpuIdleAlertPercent and gpuIdleAlertMinutes, from the one config schema.
+GPU_IDLE_PERCENT: int = KEYS["gpuIdleAlertPercent"].default
+GPU_IDLE_MINUTES: int = KEYS["gpuIdleAlertMinutes"].default
 
 
 def alert(name: str, expr: str, *, for_: str, severity: str, summary: str, runbook: str) -> dict[str, Any]:

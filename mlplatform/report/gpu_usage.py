@@ -89,11 +89,8 @@ def collect(prometheus: Prometheus, *, window_seconds: int, end: float, price_pe
     return UsageReport(window_seconds, end, price_per_gpu_hour, teams, covered, tuple(warnings))
 
 
-def _hours(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _money(value: Decimal | None) -> str:
+def _cell(value: float | Decimal | None) -> str:
+    """Hours or money to two decimals; n/a where Prometheus gave no number."""
     return "n/a" if value is None else f"{value:.2f}"
 
 
@@ -105,11 +102,11 @@ def table_text(report: UsageReport) -> str:
     """A fixed-width table, one row per team and a total."""
     head = ("team", "allocated GPU-h", "busy GPU-h", "idle GPU-h", "allocated cost", "busy cost", "idle cost")
     rows = [
-        (t.team, *(_hours(t.hours(c)) for c in COLUMNS), *(_money(report.cost(t.hours(c))) for c in COLUMNS))
+        (t.team, *(_cell(t.hours(c)) for c in COLUMNS), *(_cell(report.cost(t.hours(c))) for c in COLUMNS))
         for t in report.teams
     ]
     totals = [report.total(c) for c in COLUMNS]
-    rows.append(("total", *(_hours(h) for h in totals), *(_money(report.cost(h)) for h in totals)))
+    rows.append(("total", *(_cell(h) for h in totals), *(_cell(report.cost(h)) for h in totals)))
     widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head))]
     lines = [
         f"GPU usage per team from {_when(report.end - report.window_seconds)} to {_when(report.end)} "
