@@ -43,6 +43,7 @@ __all__ = [
     "load_render",
     "main",
     "markdown",
+    "pair_replacements",
     "text",
 ]
 
@@ -262,7 +263,7 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[Change]:
     return [Change(path or "(whole object)", old, new)]
 
 
-def _pair_replacements(
+def pair_replacements(
     removed: list[RenderedObject], added: list[RenderedObject]
 ) -> list[tuple[RenderedObject, RenderedObject]]:
     """One removed and one added object of the same kind, namespace and app name: a rename."""
@@ -283,7 +284,7 @@ def _diff_stack(
     removed = [base[k] for k in base.keys() - head.keys()]
     added = [head[k] for k in head.keys() - base.keys()]
     entries: list[tuple[tuple[int, str, tuple[str, ...]], ObjectDiff]] = []
-    for old, new in _pair_replacements(removed, added):
+    for old, new in pair_replacements(removed, added):
         removed.remove(old)
         added.remove(new)
         changes = tuple(diff_values(old.body, new.body))

@@ -41,7 +41,7 @@ import yaml
 
 from .capture import REPO_ROOT
 from .crds import BUNDLE_ANNOTATION
-from .render_diff import ABSENT, RenderDiffError, RenderedObject, diff_values, load_render
+from .render_diff import ABSENT, RenderDiffError, RenderedObject, diff_values, load_render, pair_replacements
 from .versions import COMPONENT_VERSIONS, CrdLocation, Crds
 
 __all__ = [
@@ -425,14 +425,10 @@ def _replacements(
         if paths:
             found.append(Replacement(head[key].label, tuple(f"{p} changed (immutable)" for p in paths)))
     # A name change with the same kind, namespace and app name: render_diff pairs it as a rename.
-    removed = [base[k] for k in base.keys() - head.keys() if base[k].group_key]
-    added = {head[k].group_key: head[k] for k in head.keys() - base.keys() if head[k].group_key}
-    olds: dict[Any, list[RenderedObject]] = {}
-    for obj in removed:
-        olds.setdefault(obj.group_key, []).append(obj)
-    for group, objs in sorted(olds.items(), key=lambda item: str(item[0])):
-        if len(objs) == 1 and group in added:
-            found.append(Replacement(added[group].label, (f"renamed from {objs[0].label}",)))
+    removed = [base[k] for k in base.keys() - head.keys()]
+    added = [head[k] for k in head.keys() - base.keys()]
+    for old, new in pair_replacements(removed, added):
+        found.append(Replacement(new.label, (f"renamed from {old.label}",)))
     return sorted(found, key=lambda r: r.label)
 
 
