@@ -37,6 +37,7 @@ from .config import ConfigError
 __all__ = [
     "CLUSTER_SCOPE",
     "RenderError",
+    "label",
     "main",
     "normalized",
     "object_file_name",
@@ -137,7 +138,8 @@ def _helm_release(props: dict[str, Any], resource_name: str) -> dict[str, Any]:
     }
 
 
-def _label(kind: str, namespace: Any, name: Any) -> str:
+def label(kind: str, namespace: Any, name: Any) -> str:
+    """How renders, their diffs and upgrade plans name an object (dependencies.yaml is keyed by it)."""
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
 
 
@@ -175,13 +177,13 @@ def write_capture(capture: Capture, out: Path) -> dict[str, int]:
             path = root / "kubernetes" / object_file_name(manifest)
             _write(path, manifest, written, f"resource {resource.name!r}")
             meta = manifest.get("metadata") or {}
-            labels[resource.urn] = _label(str(manifest.get("kind")), meta.get("namespace"), meta.get("name"))
+            labels[resource.urn] = label(str(manifest.get("kind")), meta.get("namespace"), meta.get("name"))
         elif resource.type == HELM_RELEASE_TYPE:
             release = _helm_release(redacted(resource.inputs), resource.name)
             counts["helm"] += 1
             path = root / "helm" / f"{_slug(str(release['release']))}.yaml"
             _write(path, release, written, f"Helm release resource {resource.name!r}")
-            labels[resource.urn] = _label("Helm release", release["namespace"], release["release"])
+            labels[resource.urn] = label("Helm release", release["namespace"], release["release"])
         elif resource.custom:
             counts["other"] += 1
             others.append({"type": resource.type, "name": resource.name, "inputs": redacted(resource.inputs)})

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .render import CLUSTER_SCOPE, dump_yaml
+from .render import CLUSTER_SCOPE, dump_yaml, label
 
 __all__ = [
     "ABSENT",
@@ -137,12 +137,11 @@ def _kubernetes_object(path: Path) -> RenderedObject:
     api_version = str(manifest.get("apiVersion") or "")
     group = api_version.rpartition("/")[0]
     kind, name, namespace = str(manifest["kind"]), str(meta["name"]), str(meta.get("namespace") or "")
-    label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
     app = labels.get(NAME_LABEL) if labels else None
     group_key = ("kubernetes", group, kind, namespace or CLUSTER_SCOPE, str(app)) if app else None
     key = ("kubernetes", group, kind, namespace or CLUSTER_SCOPE, name)
-    return RenderedObject(key, label, manifest, path, group_key)
+    return RenderedObject(key, label(kind, namespace, name), manifest, path, group_key)
 
 
 def _helm_release(path: Path) -> RenderedObject:
@@ -150,8 +149,7 @@ def _helm_release(path: Path) -> RenderedObject:
     if not isinstance(release, dict) or not release.get("release"):
         raise RenderDiffError(f"{path}: not a rendered Helm release (needs release, chart, version, values)")
     namespace, name = str(release.get("namespace") or ""), str(release["release"])
-    label = f"Helm release {namespace}/{name}" if namespace else f"Helm release {name}"
-    return RenderedObject(("helm", namespace, name), label, release, path)
+    return RenderedObject(("helm", namespace, name), label("Helm release", namespace, name), release, path)
 
 
 def _other_resources(path: Path) -> Iterator[RenderedObject]:
