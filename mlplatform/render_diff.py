@@ -44,6 +44,7 @@ __all__ = [
     "main",
     "markdown",
     "pair_replacements",
+    "read_yaml",
     "text",
 ]
 
@@ -116,7 +117,7 @@ class StackDiff:
 # ---- reading a render -------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         # libyaml's loader: a render holds megabytes of CRD schemas, which the pure-Python one reads slowly.
         return yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
@@ -130,7 +131,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _kubernetes_object(path: Path) -> RenderedObject:
-    manifest = _read_yaml(path)
+    manifest = read_yaml(path)
     meta = manifest.get("metadata") if isinstance(manifest, dict) else None
     if not isinstance(meta, dict) or not manifest.get("kind") or not meta.get("name"):
         raise RenderDiffError(f"{path}: not a Kubernetes object (needs kind and metadata.name)")
@@ -145,7 +146,7 @@ def _kubernetes_object(path: Path) -> RenderedObject:
 
 
 def _helm_release(path: Path) -> RenderedObject:
-    release = _read_yaml(path)
+    release = read_yaml(path)
     if not isinstance(release, dict) or not release.get("release"):
         raise RenderDiffError(f"{path}: not a rendered Helm release (needs release, chart, version, values)")
     namespace, name = str(release.get("namespace") or ""), str(release["release"])
@@ -153,7 +154,7 @@ def _helm_release(path: Path) -> RenderedObject:
 
 
 def _other_resources(path: Path) -> Iterator[RenderedObject]:
-    rows = _read_yaml(path)
+    rows = read_yaml(path)
     if rows is None:
         return
     if not isinstance(rows, list):

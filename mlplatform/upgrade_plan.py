@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import subprocess
 import sys
@@ -41,8 +42,8 @@ import yaml
 
 from .capture import REPO_ROOT
 from .crds import BUNDLE_ANNOTATION
-from .render_diff import ABSENT, RenderDiffError, RenderedObject, diff_values, load_render, pair_replacements
-from .versions import COMPONENT_VERSIONS, CrdLocation, Crds
+from .render_diff import ABSENT, RenderDiffError, RenderedObject, diff_values, load_render, pair_replacements, read_yaml
+from .versions import COMPONENT_VERSIONS, Chart, CrdLocation, Crds
 
 __all__ = [
     "CrdChange",
@@ -367,17 +368,19 @@ def _image_changes(old: Any, new: Any) -> tuple[tuple[str, Any, Any], ...]:
     )
 
 
+@functools.cache
 def _chart_facts() -> dict[tuple[str, str], Crds]:
     return {(c.name, c.version): c.crds for t in COMPONENT_VERSIONS.values() for c in t.charts().values()}
 
 
+@functools.cache
 def _by_chart_name() -> dict[str, Crds]:
     return {c.name: c.crds for t in COMPONENT_VERSIONS.values() for c in t.charts().values()}
 
 
 def fixture_crds(chart: str, version: str, fixtures: Path = FIXTURES) -> dict[str, dict[str, Any]] | None:
     """The CRDs vendored under ``fixtures/<chart>-<version>`` (or ``-v<version>``), by name; None if none."""
-    short = chart.rstrip("/").rsplit("/", 1)[-1]
+    short = Chart(chart, version).short_name
     for directory in (fixtures / f"{short}-{version}", fixtures / f"{short}-v{version}"):
         if directory.is_dir():
             found = {}
@@ -438,7 +441,7 @@ def _order(head_root: Path | None, items: Iterable[str]) -> list[list[str]]:
     wanted = sorted(set(items))
     graph: dict[str, list[str]] = {}
     if head_root is not None and (head_root / "dependencies.yaml").is_file():
-        graph = yaml.safe_load((head_root / "dependencies.yaml").read_text()) or {}
+        graph = read_yaml(head_root / "dependencies.yaml") or {}
     depth: dict[str, int] = {}
 
     def depth_of(label: str, seen: frozenset[str] = frozenset()) -> int:
