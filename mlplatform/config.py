@@ -372,13 +372,15 @@ class _Reader:
     def at_least(self, key: str, value: int, minimum: int) -> None:
         self.check(value >= minimum, key, value, f"an integer >= {minimum}")
 
-    def quantity(self, key: str, value: str) -> Any:
+    def quantity(self, key: str, value: str, *, positive: bool = True) -> Any:
+        """``value`` parsed, or None after recording why not; ``positive``: 0 and less are refused too."""
         try:
             parsed = parse_quantity(value)
         except QuantityError as err:
             self._fail(key, value, str(err))
             return None
-        self.check(parsed > 0, key, value, "a positive Kubernetes quantity")
+        if positive:
+            self.check(parsed > 0, key, value, "a positive Kubernetes quantity")
         return parsed
 
 
@@ -678,12 +680,8 @@ def _parse_teams(r: _Reader, pools: Pools, namespace_floor: Mapping[str, Decimal
 
 def _check_ease_memory(r: _Reader, ease: str, pod_memory: Decimal | None) -> None:
     """EASE's matrix must leave half the pod for the data and the item-kNN fits (0 disables it)."""
-    try:
-        parsed = parse_quantity(ease)
-    except QuantityError as err:
-        r._fail("recommenderEaseMemory", ease, str(err))
-        return
-    if pod_memory is not None:
+    parsed = r.quantity("recommenderEaseMemory", ease, positive=False)
+    if parsed is not None and pod_memory is not None:
         r.check(0 <= parsed <= pod_memory / 2, "recommenderEaseMemory", ease,
                 f"a quantity from 0 to half of recommenderTrainingMemory ({quantity_text('memory', pod_memory / 2)});"
                 " raise recommenderTrainingMemory for a larger EASE budget")  # fmt: skip
