@@ -90,20 +90,17 @@ def ease_weights(low: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndar
     return b
 
 
-def _topk_block(low: np.ndarray, r0: int, r1: int, c0: int, c1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k positive weights of rows [r0, r1) over columns [c0, c1), in row blocks; global column ids."""
-    idx = np.full((r1 - r0, k), -1, dtype=np.int32)
-    val = np.zeros((r1 - r0, k), dtype=np.float32)
-    if r1 <= r0 or c1 <= c0:
-        return idx, val
-    step = max(1, _ROW_BLOCK_CELLS // (c1 - c0))
-    for lo in range(r0, r1, step):
-        hi = min(r1, lo + step)
-        w = ease_weights(low, lo, hi, c0, c1).astype(np.float32)
+def _topk_rows(low: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k positive weights of every row of B over all books, a block of rows at a time."""
+    n = low.shape[0]
+    idx = np.full((n, k), -1, dtype=np.int32)
+    val = np.zeros((n, k), dtype=np.float32)
+    step = max(1, _ROW_BLOCK_CELLS // n)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        w = ease_weights(low, lo, hi, 0, n).astype(np.float32)
         np.maximum(w, 0.0, out=w)  # only positive weights can be neighbours
-        i, v = csr_topk(sp.csr_matrix(w), k)
-        idx[lo - r0 : hi - r0] = np.where(i >= 0, i + np.int32(c0), -1)
-        val[lo - r0 : hi - r0] = v
+        idx[lo:hi], val[lo:hi] = csr_topk(sp.csr_matrix(w), k)
     return idx, val
 
 
@@ -113,4 +110,5 @@ def ease_top_k(user_items: sp.spmatrix, l2: float, k: int) -> tuple[np.ndarray, 
     n = user_items.shape[1]
     if n == 0:
         return np.full((0, k), -1, dtype=np.int32), np.zeros((0, k), dtype=np.float32)
-    return _topk_block(inverse_gram(user_items, l2), 0, n, 0, n, k)
+    # Whole rows over all books: one shard computes an EASE fit whole (`shards.ease_owner`).
+    return _topk_rows(inverse_gram(user_items, l2), k)
