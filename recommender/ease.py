@@ -32,9 +32,20 @@ from recommender.errors import InputError
 from recommender.model import binary
 from recommender.topk import csr_topk
 
-__all__ = ["EASE_BYTES_PER_CELL", "ease_bytes", "ease_skip_reason", "ease_top_k", "ease_weights", "inverse_gram"]
+__all__ = [
+    "DEFAULT_EASE_MEMORY_MIB",
+    "EASE_BYTES_PER_CELL",
+    "ease_bytes",
+    "ease_skip_reason",
+    "ease_top_k",
+    "ease_weights",
+    "inverse_gram",
+]
 
 EASE_BYTES_PER_CELL = 16  # 8 bytes per float64 cell of P, twice: P plus the row blocks and workspace
+# 16·n² bytes <= 1 GiB: up to 8,192 books. Half of a 2Gi training pod (the platform's default
+# recommenderTrainingMemory); the other half holds the data and the item-kNN fits.
+DEFAULT_EASE_MEMORY_MIB = 1024
 _ROW_BLOCK_CELLS = 1 << 22  # cells of B computed at once (32 MiB of float64): bounds the temporaries
 
 

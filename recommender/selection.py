@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from recommender.ease import DEFAULT_EASE_MEMORY_MIB
 from recommender.errors import InputError
 from recommender.evaluate import Split, score
 from recommender.model import MODEL_KINDS, SIMILARITIES
@@ -32,9 +33,6 @@ __all__ = ["DEFAULT_CANDIDATES", "DEFAULT_EASE_L2_GRID", "DEFAULT_EASE_MEMORY_MI
 DEFAULT_CANDIDATES = ("cosine", "bm25", "ease")
 DEFAULT_K_GRID = (5, 10, 20, 40)
 DEFAULT_EASE_L2_GRID = (50.0, 200.0)  # tuned on the generated data (docs/benchmarks.md, issue 17)
-# 16·n² bytes <= 1 GiB: up to 8,192 books. Half of a 2Gi training pod (the platform's default
-# recommenderTrainingMemory); the other half holds the data and the item-kNN fits.
-DEFAULT_EASE_MEMORY_MIB = 1024
 
 
 @dataclass(frozen=True)

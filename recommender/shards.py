@@ -32,7 +32,7 @@ from recommender import __version__
 from recommender.cpuclock import cpu_timer
 from recommender.data import Interactions
 from recommender.datacache import DataIdentity
-from recommender.ease import ease_skip_reason, ease_top_k
+from recommender.ease import DEFAULT_EASE_MEMORY_MIB, ease_skip_reason, ease_top_k
 from recommender.errors import InputError
 from recommender.evaluate import holdout_masks
 from recommender.files import write_npz
@@ -63,7 +63,7 @@ class ShardPlan:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     ease_l2: tuple[float, ...] = ()  # EASE's λ values (none: no EASE fits); see `ease_fits`
-    ease_memory_mib: int = 1024  # EASE runs only if its dense matrix fits (`ease.ease_skip_reason`)
+    ease_memory_mib: int = DEFAULT_EASE_MEMORY_MIB  # EASE runs only if its dense matrix fits (`ease.ease_skip_reason`)
 
     def __post_init__(self) -> None:
         sims = tuple(s for s in SIMILARITIES if s in self.similarities)
